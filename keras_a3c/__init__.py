@@ -1,0 +1,14 @@
+"""keras_a3c: asynchronous advantage actor-critic (A3C) for Keras 3 on TensorFlow."""
+
+import os
+
+# The train step uses tf.GradientTape: Keras must run on the TensorFlow backend.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from keras_a3c import losses  # noqa: E402
+from keras_a3c.agent import A3C  # noqa: E402
+from keras_a3c.callbacks import ProgressLogger, StopOnMeanReturn  # noqa: E402
+from keras_a3c.networks import actor_critic_mlp, check_network  # noqa: E402
+
+__all__ = ["A3C", "ProgressLogger", "StopOnMeanReturn", "actor_critic_mlp", "check_network", "losses"]
+__version__ = "0.1.0"

@@ -1,0 +1,383 @@
+"""The learning side: `A3C`, a `keras.Model` with a custom `tf.GradientTape` train step,
+and a Keras-style `fit` that runs asynchronous worker threads on one shared model."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_a3c import losses
+from keras_a3c.acting import LocalPolicy, numpy_forward, sample_actions
+from keras_a3c.callbacks import ProgressLogger
+from keras_a3c.envs import EnvSpec, env_spaces, make_vector_env
+from keras_a3c.export import export_policy
+from keras_a3c.networks import check_network
+from keras_a3c.workers import RunState, Worker
+
+# How often the main thread wakes to run callbacks and refresh the progress display.
+_TICK_SECONDS = 0.1
+
+
+class A3C(keras.Model):
+    """Asynchronous advantage actor-critic (Mnih et al. 2016) around a Keras network.
+
+    Args:
+      network: a `keras.Model` mapping float32 observations [B, *obs_shape] to
+        (logits [B, num_actions], value [B, 1] or [B]); see `actor_critic_mlp`.
+
+    Usage:
+      agent = A3C(actor_critic_mlp(env.observation_space, env.action_space))
+      agent.compile(optimizer=keras.optimizers.Adam(3e-3), entropy_coef=0.01)
+      history = agent.fit("CartPole-v1", total_steps=300_000, workers=8)
+      mean, std = agent.evaluate("CartPole-v1", episodes=100)
+      agent.export("policy/")
+    """
+
+    def __init__(self, network: keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(network, keras.Model):
+            raise TypeError(f"network must be a keras.Model, got {type(network).__name__}")
+        self.network = network
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+        self.policy_loss_tracker = keras.metrics.Mean(name="policy_loss")
+        self.value_loss_tracker = keras.metrics.Mean(name="value_loss")
+        self.entropy_tracker = keras.metrics.Mean(name="entropy")
+        self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
+        self.train_function_trace_count = 0
+        self.built = network.built
+
+    def call(self, observations, training: bool = False):
+        return self.network(observations, training=training)
+
+    @property
+    def metrics(self) -> list[keras.metrics.Metric]:
+        return [
+            self.loss_tracker,
+            self.policy_loss_tracker,
+            self.value_loss_tracker,
+            self.entropy_tracker,
+            self.grad_norm_tracker,
+        ]
+
+    def compile(
+        self,
+        optimizer: str | keras.optimizers.Optimizer = "rmsprop",
+        *,
+        entropy_coef: float = 0.01,
+        value_coef: float = 0.5,
+        gamma: float = 0.99,
+        n_steps: int = 5,
+        max_grad_norm: float | None = None,
+        hogwild: bool = False,
+    ) -> None:
+        """Configure training.
+
+        Args:
+          optimizer: shared by all workers (one set of slots, as the paper's shared RMSProp).
+          entropy_coef: beta, weight of the entropy bonus.
+          value_coef: weight of the value loss.
+          gamma: discount in [0, 1].
+          n_steps: t_max, env steps per worker segment (one update per segment).
+          max_grad_norm: clip gradients to this global norm; None for no clipping.
+          hogwild: apply updates without a lock (lock-free, as in the paper);
+            by default updates are serialised by a lock.
+        """
+        for name, value in (("entropy_coef", entropy_coef), ("value_coef", value_coef)):
+            if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not (isinstance(gamma, (int, float)) and 0.0 <= gamma <= 1.0):
+            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
+        if not (isinstance(n_steps, int) and n_steps >= 1):
+            raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
+        super().compile(optimizer=optimizer, jit_compile=False)
+        self.entropy_coef = float(entropy_coef)
+        self.value_coef = float(value_coef)
+        self.gamma = float(gamma)
+        self.n_steps = n_steps
+        self.max_grad_norm = max_grad_norm
+        self.hogwild = hogwild
+
+    # ---------------------------------------------------------------- learning
+
+    def train_step(self, data):
+        """One A3C update from one worker's segment.
+
+        Args:
+          data: (observations [T+1, B, *obs], actions [T, B], rewards [T, B],
+            terminated [T, B], truncated [T, B], valid [T, B]); see `workers.Worker`.
+
+        Returns:
+          the shared parameters after the update, for the worker's own copy.
+        """
+        observations, actions, rewards, terminated, truncated, valid = data
+        horizon, batch = actions.shape
+        variables = self.network.trainable_variables
+        with tf.GradientTape() as tape:
+            logits, values = self.network(
+                tf.reshape(observations, [(horizon + 1) * batch, *observations.shape[2:]]), training=True
+            )
+            values = tf.reshape(values, [horizon + 1, batch])
+            logits = tf.reshape(logits, [horizon + 1, batch, -1])[:horizon]
+            # V(s_{t+1}) of the next observation bootstraps the return; it is a constant.
+            returns = losses.n_step_returns(rewards, terminated, truncated, values[1:], self.gamma)
+            n = horizon * batch
+            terms = losses.a3c_loss(
+                logits=tf.reshape(logits, [n, -1]),
+                values=tf.reshape(values[:horizon], [n]),
+                actions=tf.reshape(actions, [n]),
+                returns=tf.reshape(returns, [n]),
+                mask=tf.reshape(valid, [n]),
+                value_coef=self.value_coef,
+                entropy_coef=self.entropy_coef,
+            )
+        grads = tape.gradient(terms["loss"], variables)
+        grad_norm = tf.linalg.global_norm(grads)
+        # A non-finite loss or gradient raises here, before the update touches the weights.
+        tf.debugging.check_numerics(terms["loss"], "A3C loss is not finite")
+        tf.debugging.check_numerics(grad_norm, "A3C gradient norm is not finite")
+        if self.max_grad_norm is not None:
+            grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm, use_norm=grad_norm)
+        self.optimizer.apply(grads, variables)
+        self.loss_tracker.update_state(terms["loss"])
+        self.policy_loss_tracker.update_state(terms["policy_loss"])
+        self.value_loss_tracker.update_state(terms["value_loss"])
+        self.entropy_tracker.update_state(terms["entropy"])
+        self.grad_norm_tracker.update_state(grad_norm)
+        return [tf.identity(v) for v in variables]
+
+    def _make_train_function(self, batch: int, obs_shape: Sequence[int]) -> tf.types.experimental.ConcreteFunction:
+        """Trace the train step once, on this thread, for segments of [n_steps, batch]."""
+        horizon = self.n_steps
+        signature = (
+            tf.TensorSpec([horizon + 1, batch, *obs_shape], tf.float32),
+            tf.TensorSpec([horizon, batch], tf.int32),
+            tf.TensorSpec([horizon, batch], tf.float32),
+            tf.TensorSpec([horizon, batch], tf.bool),
+            tf.TensorSpec([horizon, batch], tf.bool),
+            tf.TensorSpec([horizon, batch], tf.bool),
+        )
+        function = tf.function(self.train_step, input_signature=[signature], autograph=False)
+        function.get_concrete_function()
+        self._train_tf_function = function
+        return function
+
+    @property
+    def train_trace_count(self) -> int:
+        """How often the current train function was traced (stays 1 during `fit`)."""
+        return self._train_tf_function.experimental_get_tracing_count()
+
+    def _check_compiled(self) -> None:
+        if not getattr(self, "compiled", False) or not hasattr(self, "n_steps"):
+            raise RuntimeError("call compile() before fit()")
+
+    def fit(
+        self,
+        env: EnvSpec,
+        total_steps: int,
+        workers: int = 8,
+        envs_per_worker: int = 8,
+        callbacks: Sequence[keras.callbacks.Callback] | None = None,
+        verbose: int = 1,
+        seed: int = 0,
+        steps_per_epoch: int = 10_000,
+    ) -> keras.callbacks.History:
+        """Train with `workers` asynchronous threads, each stepping its own batch of envs.
+
+        Args:
+          env: a gymnasium id or a zero-argument factory returning a `gymnasium.Env`
+            (called once per env copy, so wrappers apply).
+          total_steps: env steps (transitions, summed over workers) to train for;
+            the last segments in flight may add up to workers * envs_per_worker * n_steps.
+          workers: number of actor-learner threads.
+          envs_per_worker: envs each worker steps as one batch.
+          callbacks: Keras callbacks, called from this (the main) thread.
+          verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+          seed: seeds envs and action sampling (worker i uses seed + i * envs_per_worker).
+          steps_per_epoch: env steps between `on_epoch_end` calls (History rows).
+
+        Returns:
+          a `keras.callbacks.History` whose rows are epochs of `steps_per_epoch` env steps.
+        """
+        self._check_compiled()
+        for name, value, low in (
+            ("total_steps", total_steps, 1),
+            ("workers", workers, 1),
+            ("envs_per_worker", envs_per_worker, 1),
+            ("steps_per_epoch", steps_per_epoch, 1),
+        ):
+            if not (isinstance(value, (int, np.integer)) and value >= low):
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        obs_space, action_space = env_spaces(env)
+        check_network(self.network, obs_space, action_space)
+        variables = self.network.trainable_variables
+        if not self.optimizer.built:
+            self.optimizer.build(variables)  # slots exist before any thread can race to create them
+        train_function = self._make_train_function(envs_per_worker, obs_space.shape)
+        forward = numpy_forward(self.network)
+        tf_logits = None
+        if forward is None:
+            tf_logits = tf.function(
+                lambda obs: self.network(obs)[0],
+                input_signature=[tf.TensorSpec([envs_per_worker, *obs_space.shape], tf.float32)],
+            )
+            tf_logits.get_concrete_function()
+
+        state = RunState(workers, total_steps)
+        train_lock = None if self.hogwild else threading.Lock()
+        initial_weights = [v.numpy() for v in variables]
+        threads: list[Worker] = []
+        try:
+            for i in range(workers):
+                threads.append(
+                    Worker(
+                        worker_id=i,
+                        env=make_vector_env(env, envs_per_worker),
+                        policy=LocalPolicy(forward, tf_logits),
+                        train_function=train_function,
+                        initial_weights=initial_weights,
+                        state=state,
+                        n_steps=self.n_steps,
+                        seed=seed + i * envs_per_worker,
+                        train_lock=train_lock,
+                    )
+                )
+        except BaseException:
+            for thread in threads:
+                thread.env.close()
+            raise
+
+        callback_list = keras.callbacks.CallbackList(
+            list(callbacks or []) + ([ProgressLogger(total_steps, verbose)] if verbose else []),
+            add_history=True,
+            model=self,
+            verbose=verbose,
+            epochs=math.ceil(total_steps / steps_per_epoch),
+            steps=None,
+            total_steps=total_steps,
+        )
+        self.stop_training = False
+        self.worker_state = state
+        self.reset_metrics()
+        callback_list.on_train_begin()
+        epoch, tick = 0, 0
+        callback_list.on_epoch_begin(epoch)
+        state.start_time = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                state.stop.wait(_TICK_SECONDS)
+                if state.error is not None:
+                    break
+                logs = self._logs(state)
+                callback_list.on_train_batch_end(tick, logs)
+                tick += 1
+                finished = state.stop.is_set()
+                if logs["env_steps"] >= (epoch + 1) * steps_per_epoch or finished:
+                    callback_list.on_epoch_end(epoch, logs)
+                    self.reset_metrics()
+                    epoch += 1
+                    if not finished:
+                        callback_list.on_epoch_begin(epoch)
+                if self.stop_training:
+                    state.stop.set()
+                if finished:
+                    break
+        finally:
+            state.stop.set()
+            for thread in threads:
+                thread.join()
+            for thread in threads:
+                thread.env.close()
+        if state.error is not None:
+            raise state.error
+        callback_list.on_train_end(self._logs(state))
+        return self.history
+
+    def _logs(self, state: RunState) -> dict[str, float]:
+        logs = {m.name: float(m.result()) for m in self.metrics}
+        logs.update(state.snapshot())
+        logs["updates"] = int(self.optimizer.iterations)
+        return logs
+
+    # ---------------------------------------------------------------- acting
+
+    def _policy_outputs(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, values = self.network(observations, training=False)
+        return np.asarray(logits), np.reshape(np.asarray(values), [-1])
+
+    def predict(self, observations, deterministic: bool = True, seed: int | None = None) -> np.ndarray:
+        """Actions for a batch of observations [B, *obs_shape] -> [B] int (or one
+        observation -> one action). Greedy when `deterministic`, else sampled."""
+        observations = np.asarray(observations, dtype=np.float32)
+        obs_shape = tuple(self.network.inputs[0].shape[1:])
+        single = observations.shape == obs_shape
+        if single:
+            observations = observations[None]
+        if observations.shape[1:] != obs_shape:
+            raise ValueError(f"observations must have shape [batch, {', '.join(map(str, obs_shape))}], "
+                             f"got {observations.shape}")
+        logits, _ = self._policy_outputs(observations)
+        if deterministic:
+            actions = np.argmax(logits, axis=1)
+        else:
+            actions = sample_actions(logits, np.random.default_rng(seed))
+        return actions[0] if single else actions
+
+    def evaluate(
+        self,
+        env: EnvSpec,
+        episodes: int = 100,
+        deterministic: bool = True,
+        num_envs: int = 16,
+        seed: int = 10_000,
+    ) -> tuple[float, float]:
+        """Mean and standard deviation of the return over `episodes` episodes.
+
+        Episodes run `num_envs` at a time; each env runs a fixed share of the
+        episodes, so short episodes are not over-counted.
+        """
+        if not (isinstance(episodes, int) and episodes >= 1):
+            raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
+        obs_space, action_space = env_spaces(env)
+        check_network(self.network, obs_space, action_space)
+        num_envs = min(num_envs, episodes)
+        targets = np.array([(episodes + i) // num_envs for i in range(num_envs)])
+        forward = numpy_forward(self.network)
+        weights = [v.numpy() for v in self.network.trainable_variables]
+        rng = np.random.default_rng(seed)
+        vec = make_vector_env(env, num_envs)
+        try:
+            obs, _ = vec.reset(seed=seed)
+            counts = np.zeros(num_envs, int)
+            running = np.zeros(num_envs)
+            reset_pending = np.zeros(num_envs, bool)
+            returns: list[float] = []
+            while (counts < targets).any():
+                obs = np.asarray(obs, np.float32)
+                logits = forward(weights, obs)[0] if forward else self._policy_outputs(obs)[0]
+                actions = np.argmax(logits, axis=1) if deterministic else sample_actions(logits, rng)
+                obs, reward, term, trunc, _ = vec.step(actions)
+                running += np.where(reset_pending, 0.0, reward)
+                reset_pending = term | trunc
+                for i in np.flatnonzero(reset_pending):
+                    if counts[i] < targets[i]:
+                        returns.append(float(running[i]))
+                        counts[i] += 1
+                running[reset_pending] = 0.0
+        finally:
+            vec.close()
+        return float(np.mean(returns)), float(np.std(returns))
+
+    def export(self, path: str) -> None:
+        """Write a TF SavedModel of the policy; see `keras_a3c.export.export_policy`."""
+        export_policy(self.network, path)
+

@@ -1,0 +1,194 @@
+"""The A3C objective as small pure functions (no state, no Keras objects).
+
+Mnih et al. 2016, "Asynchronous Methods for Deep Reinforcement Learning",
+arXiv:1602.01783, Algorithm S3. Each worker minimises
+
+    L = -log pi(a_t|s_t) * stop_gradient(R_t - V(s_t))      (policy gradient)
+        + value_coef * (R_t - V(s_t))**2                      (value regression)
+        - entropy_coef * H(pi(.|s_t))                         (entropy bonus)
+
+where R_t is the n-step bootstrapped return. Shapes are checked at the top of
+every function: a rank mistake such as multiplying a `[N, 1]` advantage by a
+`[N]` log-probability silently broadcasts to `[N, N]` in TensorFlow, so it is
+rejected here instead. All functions work eagerly and under `tf.function`.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+TensorLike = tf.Tensor
+
+
+def _check_rank(x: TensorLike, rank: int, name: str) -> None:
+    if x.shape.rank != rank:
+        raise ValueError(f"{name} must have rank {rank}, got shape {x.shape}")
+
+
+def _check_same_shape(a: TensorLike, b: TensorLike, names: str) -> None:
+    if not a.shape.is_compatible_with(b.shape):
+        raise ValueError(f"{names} must have the same shape, got {a.shape} and {b.shape}")
+
+
+def _masked_mean(x: TensorLike, mask: TensorLike | None) -> TensorLike:
+    """Mean of `x` [N] over the entries where `mask` [N] is 1 (0 if none are)."""
+    if mask is None:
+        return tf.reduce_mean(x)
+    _check_same_shape(x, mask, "values and mask")
+    mask = tf.cast(mask, x.dtype)
+    return tf.reduce_sum(x * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
+
+
+def n_step_returns(
+    rewards: TensorLike,
+    terminated: TensorLike,
+    truncated: TensorLike,
+    next_values: TensorLike,
+    gamma: float,
+) -> TensorLike:
+    """n-step bootstrapped returns over a segment, with gymnasium semantics.
+
+    R_t = r_t + gamma * (1 - terminated_t) * (R_{t+1}       if the episode goes on
+                                              V(s_{t+1})    if truncated_t or t = T-1)
+
+    A terminal step stops bootstrapping; a truncated step (time limit) and the
+    last step of the segment bootstrap from the value of the next observation.
+    Entries after an episode end belong to the next episode: the chain is cut.
+
+    Args:
+      rewards: [T, B] float, r_t.
+      terminated: [T, B] bool or {0, 1}, the episode ended in a terminal state.
+      truncated: [T, B] bool or {0, 1}, the episode was cut (e.g. time limit).
+      next_values: [T, B] float, V(s_{t+1}) of the observation after step t
+        (the final observation when the episode ended); treated as a constant.
+      gamma: discount in [0, 1].
+
+    Returns:
+      [T, B] float, the n-step returns R_t.
+    """
+    _check_rank(rewards, 2, "rewards")
+    for name, x in (("terminated", terminated), ("truncated", truncated), ("next_values", next_values)):
+        _check_same_shape(rewards, x, f"rewards and {name}")
+    horizon = rewards.shape[0]
+    if horizon is None:
+        raise ValueError("n_step_returns needs a static segment length T")
+    dtype = rewards.dtype
+    next_values = tf.stop_gradient(tf.cast(next_values, dtype))
+    not_terminal = 1.0 - tf.cast(terminated, dtype)
+    episode_ended = tf.cast(tf.cast(truncated, tf.bool) | tf.cast(terminated, tf.bool), dtype)
+    returns = []
+    future = next_values[horizon - 1]  # the segment's last step always bootstraps
+    for t in reversed(range(horizon)):
+        if t < horizon - 1:
+            future = episode_ended[t] * next_values[t] + (1.0 - episode_ended[t]) * future
+        future = rewards[t] + gamma * not_terminal[t] * future
+        returns.append(future)
+    return tf.stack(returns[::-1])
+
+
+def advantages(returns: TensorLike, values: TensorLike) -> TensorLike:
+    """A(s_t, a_t) = R_t - V(s_t), with the gradient stopped.
+
+    Args:
+      returns: [N] float, n-step returns.
+      values: [N] float, V(s_t).
+
+    Returns:
+      [N] float, a constant for the policy-gradient loss.
+    """
+    _check_rank(returns, 1, "returns")
+    _check_same_shape(returns, values, "returns and values")
+    return tf.stop_gradient(returns - values)
+
+
+def log_prob(logits: TensorLike, actions: TensorLike) -> TensorLike:
+    """log pi(a|s) from unnormalised logits [N, A] and actions [N] -> [N]."""
+    _check_rank(logits, 2, "logits")
+    _check_rank(actions, 1, "actions")
+    log_pi = tf.nn.log_softmax(logits)
+    return tf.gather(log_pi, tf.cast(actions, tf.int32), axis=1, batch_dims=1)
+
+
+def policy_gradient_loss(
+    logits: TensorLike,
+    actions: TensorLike,
+    advantages: TensorLike,
+    mask: TensorLike | None = None,
+) -> TensorLike:
+    """mean(-log pi(a_t|s_t) * stop_gradient(A_t)): the REINFORCE-with-baseline loss.
+
+    Its gradient is minus the sampled policy gradient E[A grad log pi(a|s)]
+    (policy-gradient theorem, Sutton et al. 2000; A3C eq. in section 4).
+
+    Args:
+      logits: [N, A] float, unnormalised action preferences.
+      actions: [N] int, the actions taken.
+      advantages: [N] float, A_t; its gradient is stopped here.
+      mask: optional [N] {0, 1}, which entries are real transitions.
+
+    Returns:
+      scalar.
+    """
+    _check_rank(advantages, 1, "advantages")
+    _check_same_shape(actions, advantages, "actions and advantages")
+    return _masked_mean(-log_prob(logits, actions) * tf.stop_gradient(advantages), mask)
+
+
+def value_loss(values: TensorLike, returns: TensorLike, mask: TensorLike | None = None) -> TensorLike:
+    """mean((R_t - V(s_t))**2), the critic's regression to the n-step return.
+
+    Args:
+      values: [N] float, V(s_t).
+      returns: [N] float, R_t; treated as a constant target.
+      mask: optional [N] {0, 1}.
+
+    Returns:
+      scalar.
+    """
+    _check_rank(values, 1, "values")
+    _check_same_shape(values, returns, "values and returns")
+    return _masked_mean(tf.square(tf.stop_gradient(returns) - values), mask)
+
+
+def entropy(logits: TensorLike, mask: TensorLike | None = None) -> TensorLike:
+    """mean H(pi(.|s)) = mean(-sum_a pi(a|s) log pi(a|s)), a positive number.
+
+    Subtract it (times entropy_coef) from the loss to encourage exploration.
+
+    Args:
+      logits: [N, A] float.
+      mask: optional [N] {0, 1}.
+
+    Returns:
+      scalar.
+    """
+    _check_rank(logits, 2, "logits")
+    log_pi = tf.nn.log_softmax(logits)
+    return _masked_mean(-tf.reduce_sum(tf.exp(log_pi) * log_pi, axis=-1), mask)
+
+
+def a3c_loss(
+    logits: TensorLike,
+    values: TensorLike,
+    actions: TensorLike,
+    returns: TensorLike,
+    mask: TensorLike | None = None,
+    value_coef: float = 0.5,
+    entropy_coef: float = 0.01,
+) -> dict[str, TensorLike]:
+    """The A3C objective: policy loss + value_coef * value loss - entropy_coef * entropy.
+
+    Args:
+      logits: [N, A], values: [N], actions: [N], returns: [N], mask: optional [N].
+
+    Returns:
+      dict with scalars `loss`, `policy_loss`, `value_loss`, `entropy`.
+    """
+    adv = advantages(returns, values)
+    terms = {
+        "policy_loss": policy_gradient_loss(logits, actions, adv, mask),
+        "value_loss": value_loss(values, returns, mask),
+        "entropy": entropy(logits, mask),
+    }
+    terms["loss"] = terms["policy_loss"] + value_coef * terms["value_loss"] - entropy_coef * terms["entropy"]
+    return terms
