@@ -273,24 +273,21 @@ class A3C(keras.Model):
         for thread in threads:
             thread.start()
         try:
-            while any(t.is_alive() for t in threads):
+            while True:
                 state.stop.wait(_TICK_SECONDS)
                 if state.error is not None:
                     break
+                finished = state.stop.is_set() or not any(t.is_alive() for t in threads)
                 logs = self._logs(state)
                 callback_list.on_train_batch_end(tick, logs)
                 tick += 1
-                finished = state.stop.is_set()
-                if logs["env_steps"] >= (epoch + 1) * steps_per_epoch or finished:
+                if finished or self.stop_training or logs["env_steps"] >= (epoch + 1) * steps_per_epoch:
                     callback_list.on_epoch_end(epoch, logs)
                     self.reset_metrics()
                     epoch += 1
-                    if not finished:
-                        callback_list.on_epoch_begin(epoch)
-                if self.stop_training:
-                    state.stop.set()
-                if finished:
-                    break
+                    if finished or self.stop_training:
+                        break
+                    callback_list.on_epoch_begin(epoch)
         finally:
             state.stop.set()
             for thread in threads:

@@ -21,12 +21,12 @@ TensorLike = tf.Tensor
 
 
 def _check_rank(x: TensorLike, rank: int, name: str) -> None:
-    if x.shape.rank != rank:
+    if tf.TensorShape(x.shape).rank != rank:
         raise ValueError(f"{name} must have rank {rank}, got shape {x.shape}")
 
 
 def _check_same_shape(a: TensorLike, b: TensorLike, names: str) -> None:
-    if not a.shape.is_compatible_with(b.shape):
+    if not tf.TensorShape(a.shape).is_compatible_with(tf.TensorShape(b.shape)):
         raise ValueError(f"{names} must have the same shape, got {a.shape} and {b.shape}")
 
 

@@ -34,16 +34,19 @@ class RunState:
         self.total_steps = total_steps
         self.env_steps = 0
         self.worker_steps = [0] * num_workers
+        self.worker_updates = [0] * num_workers
         self.episodes = 0
         self.recent_returns: collections.deque[float] = collections.deque(maxlen=window)
         self.recent_lengths: collections.deque[int] = collections.deque(maxlen=window)
         self.error: BaseException | None = None
         self.start_time = time.perf_counter()
 
-    def add_steps(self, worker_id: int, steps: int) -> None:
+    def add_segment(self, worker_id: int, steps: int) -> None:
+        """Count one applied update and the `steps` env transitions it learned from."""
         with self.lock:
             self.env_steps += steps
             self.worker_steps[worker_id] += steps
+            self.worker_updates[worker_id] += 1
             if self.env_steps >= self.total_steps:
                 self.stop.set()
 
@@ -156,4 +159,4 @@ class Worker(threading.Thread):
                 with self.train_lock:
                     weights = self.train_function((obs_buf, actions, rewards, terminated, truncated, valid))
             self.policy.sync(weights)
-            self.state.add_steps(self.worker_id, int(valid.sum()))
+            self.state.add_segment(self.worker_id, int(valid.sum()))

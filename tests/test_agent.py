@@ -1,0 +1,239 @@
+"""A3C.fit / evaluate / predict: behaviour, callbacks, threads and errors."""
+
+import csv
+import threading
+import time
+
+import gymnasium as gym
+import keras
+import numpy as np
+import pytest
+from envs import FaultyEnv, IdentityEnv
+
+import keras_a3c
+from keras_a3c.acting import numpy_forward
+
+LOG_KEYS = {"loss", "policy_loss", "value_loss", "entropy", "episode_return", "env_steps", "steps_per_second"}
+
+
+def make_agent(env=None, hidden_units=(16,), lr=3e-3, **compile_kwargs):
+    env = env or gym.make("CartPole-v1")
+    agent = keras_a3c.A3C(keras_a3c.actor_critic_mlp(env.observation_space, env.action_space, hidden_units))
+    agent.compile(optimizer=keras.optimizers.Adam(lr), **compile_kwargs)
+    return agent
+
+
+def worker_threads():
+    return [t for t in threading.enumerate() if t.name.startswith("a3c-worker")]
+
+
+def test_fit_returns_history_and_keras_callbacks_work(tmp_path):
+    agent = make_agent()
+    csv_path = tmp_path / "log.csv"
+    history = agent.fit(
+        "CartPole-v1", total_steps=3000, workers=2, envs_per_worker=4, steps_per_epoch=1000, verbose=0,
+        callbacks=[keras.callbacks.CSVLogger(str(csv_path))],
+    )
+    assert isinstance(history, keras.callbacks.History)
+    assert LOG_KEYS <= set(history.history)
+    assert history.history["env_steps"][-1] >= 3000
+    assert np.isfinite(history.history["loss"]).all()
+    assert history.history["episode_return"][-1] > 0
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == len(history.epoch) >= 3
+    assert LOG_KEYS <= set(rows[0])
+    assert not worker_threads()
+
+
+def test_all_workers_share_one_model_and_counters_are_exact():
+    agent = make_agent()
+    before = [w.numpy().copy() for w in agent.network.trainable_variables]
+    agent.fit("CartPole-v1", total_steps=4000, workers=3, envs_per_worker=4, verbose=0)
+    state = agent.worker_state
+    assert sum(state.worker_steps) == state.env_steps >= 4000
+    assert all(steps > 0 for steps in state.worker_steps)
+    # One optimizer: its step count is the number of segments all workers sent.
+    assert int(agent.optimizer.iterations) == sum(state.worker_updates)
+    assert all(updates > 0 for updates in state.worker_updates)
+    after = agent.network.trainable_variables
+    assert any(not np.allclose(b, a.numpy()) for b, a in zip(before, after))
+
+
+def test_train_function_traced_once_before_workers_start():
+    agent = make_agent()
+    agent.fit("CartPole-v1", total_steps=5000, workers=4, envs_per_worker=4, verbose=0)
+    assert agent.train_trace_count == 1
+
+
+def test_stop_training_stops_every_worker():
+    class StopAtOnce(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            self.model.stop_training = True
+
+    agent = make_agent()
+    start = time.perf_counter()
+    history = agent.fit("CartPole-v1", total_steps=10_000_000, workers=4, envs_per_worker=4, verbose=0,
+                        callbacks=[StopAtOnce()])
+    assert time.perf_counter() - start < 10
+    assert history.history["env_steps"][-1] < 10_000_000
+    assert not worker_threads()
+
+
+def test_early_stopping_on_episode_return():
+    agent = make_agent(IdentityEnv())
+    stopper = keras.callbacks.EarlyStopping(monitor="episode_return", mode="max", baseline=1e9, patience=2)
+    history = agent.fit(IdentityEnv, total_steps=200_000, workers=2, envs_per_worker=4, steps_per_epoch=500,
+                        verbose=0, callbacks=[stopper])
+    # The return never reaches the baseline, so EarlyStopping ends the run after `patience` epochs.
+    assert stopper.stopped_epoch > 0
+    assert history.epoch == list(range(stopper.stopped_epoch + 1))
+    assert history.history["env_steps"][-1] < 200_000
+
+
+def test_stop_on_mean_return_callback():
+    agent = make_agent(IdentityEnv())
+    stopper = keras_a3c.StopOnMeanReturn(target=1.0, min_episodes=20)
+    history = agent.fit(IdentityEnv, total_steps=1_000_000, workers=2, envs_per_worker=4, verbose=0,
+                        callbacks=[stopper])
+    assert stopper.stopped_at is not None and stopper.stopped_at["episode_return"] >= 1.0
+    assert history.history["env_steps"][-1] < 1_000_000
+
+
+def test_identity_env_learns_within_seconds():
+    """A uniform policy scores 2.5 of 10; the agent must find the identity map."""
+    agent = make_agent(IdentityEnv(), hidden_units=(32,), lr=1e-2)
+    start = time.perf_counter()
+    agent.fit(IdentityEnv, total_steps=30_000, workers=2, envs_per_worker=8, verbose=0, seed=1)
+    mean, _ = agent.evaluate(IdentityEnv, episodes=20)
+    assert time.perf_counter() - start < 60
+    assert mean >= 9.5
+
+
+def test_env_factory_is_called_per_env_copy_so_wrappers_apply():
+    calls = []
+
+    def factory():
+        calls.append(1)
+        return gym.wrappers.TransformReward(IdentityEnv(), lambda r: 10.0 * r)
+
+    agent = make_agent(IdentityEnv())
+    history = agent.fit(factory, total_steps=2000, workers=2, envs_per_worker=3, verbose=0)
+    assert len(calls) == 1 + 2 * 3  # one probe for the spaces, then one per env copy
+    assert history.history["episode_return"][-1] > 10  # uniform play scores 25 with the wrapper
+
+
+def test_user_model_that_is_not_a_dense_stack_trains():
+    env = IdentityEnv()
+    inputs = keras.Input((4,))
+    x = keras.layers.LayerNormalization()(keras.layers.Dense(16, activation="relu")(inputs))
+    model = keras.Model(inputs, [keras.layers.Dense(4)(x), keras.layers.Dense(1)(x)])
+    assert numpy_forward(model) is None  # acts through TensorFlow instead
+    agent = keras_a3c.A3C(model)
+    agent.compile(optimizer="adam")
+    history = agent.fit(IdentityEnv, total_steps=1000, workers=2, envs_per_worker=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    assert agent.predict(np.eye(4, dtype=np.float32)).shape == (4,)
+    del env
+
+
+def test_numpy_twin_matches_keras_forward():
+    env = gym.make("CartPole-v1")
+    net = keras_a3c.actor_critic_mlp(env.observation_space, env.action_space, (32, 16), activation="relu")
+    forward = numpy_forward(net)
+    obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    logits, values = forward([v.numpy() for v in net.trainable_variables], obs)
+    k_logits, k_values = net(obs)
+    np.testing.assert_allclose(logits, k_logits, atol=1e-5)
+    np.testing.assert_allclose(values, np.ravel(k_values), atol=1e-5)
+
+
+def test_hogwild_updates_train():
+    agent = make_agent(hogwild=True)
+    history = agent.fit("CartPole-v1", total_steps=3000, workers=3, envs_per_worker=4, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
+def test_predict_and_evaluate():
+    agent = make_agent(IdentityEnv())
+    obs = np.eye(4, dtype=np.float32)
+    logits, _ = agent.network(obs)
+    np.testing.assert_array_equal(agent.predict(obs, deterministic=True), np.argmax(logits, axis=1))
+    assert agent.predict(obs[0]) == np.argmax(logits[0])
+    sampled = agent.predict(np.repeat(obs[:1], 2000, axis=0), deterministic=False, seed=0)
+    assert set(np.unique(sampled)) == {0, 1, 2, 3}  # near-uniform initial policy
+    with pytest.raises(ValueError, match="shape"):
+        agent.predict(np.zeros((2, 5), np.float32))
+    mean, std = agent.evaluate(IdentityEnv, episodes=7)
+    assert 0.0 <= mean <= 10.0 and std >= 0.0
+
+
+def test_worker_exception_reaches_fit_and_no_thread_survives():
+    agent = make_agent(IdentityEnv())
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="FaultyEnv exploded") as info:
+        agent.fit(lambda: FaultyEnv(fail_after=200), total_steps=10_000_000, workers=3, envs_per_worker=2,
+                  verbose=0)
+    assert time.perf_counter() - start < 10
+    assert any("worker" in note for note in info.value.__notes__)
+    assert "FaultyEnv" in "".join(__import__("traceback").format_tb(info.value.__traceback__))
+    assert not worker_threads()
+
+
+def test_nan_observation_is_a_clear_error():
+    agent = make_agent(IdentityEnv())
+    with pytest.raises(FloatingPointError, match=r"worker \d.*observation.*nan"):
+        agent.fit(lambda: FaultyEnv(fail_after=30, mode="nan"), total_steps=100_000, workers=2,
+                  envs_per_worker=2, verbose=0)
+    assert not worker_threads()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"gamma": 1.5}, "gamma"),
+        ({"gamma": -0.1}, "gamma"),
+        ({"n_steps": 0}, "n_steps"),
+        ({"entropy_coef": -0.01}, "entropy_coef"),
+        ({"value_coef": -1}, "value_coef"),
+        ({"max_grad_norm": 0.0}, "max_grad_norm"),
+    ],
+)
+def test_compile_rejects_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_agent(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "env, kwargs, message",
+    [
+        ("CartPole-v1", {"workers": 0}, "workers"),
+        ("CartPole-v1", {"total_steps": 0}, "total_steps"),
+        ("CartPole-v1", {"envs_per_worker": 0}, "envs_per_worker"),
+        ("NoSuchEnv-v0", {}, "unknown environment id 'NoSuchEnv-v0'"),
+        ("Pendulum-v1", {}, "unsupported action space Box"),
+        (lambda: gym.make("Blackjack-v1"), {}, "unsupported observation space Tuple"),
+        (IdentityEnv, {}, "logits"),  # CartPole's 2-action model against a 4-action env
+    ],
+)
+def test_fit_rejects_bad_configuration_before_any_thread_starts(env, kwargs, message):
+    agent = make_agent()
+    args = {"total_steps": 1000, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        agent.fit(env, verbose=0, **args)
+    assert not worker_threads()
+
+
+def test_fit_before_compile_is_an_error():
+    env = gym.make("CartPole-v1")
+    agent = keras_a3c.A3C(keras_a3c.actor_critic_mlp(env.observation_space, env.action_space))
+    with pytest.raises(RuntimeError, match="compile"):
+        agent.fit("CartPole-v1", total_steps=100)
+
+
+def test_user_model_with_wrong_outputs_is_named():
+    inputs = keras.Input((4,))
+    bad = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    agent = keras_a3c.A3C(bad)
+    agent.compile(optimizer="adam")
+    with pytest.raises(ValueError, match="two outputs"):
+        agent.fit("CartPole-v1", total_steps=100, verbose=0)
