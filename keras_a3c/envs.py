@@ -8,13 +8,12 @@ step is not a transition; the rollout marks it invalid and the losses mask it ou
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Union
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
-EnvSpec = Union[str, Callable[[], gym.Env]]
+EnvSpec = str | Callable[[], gym.Env]
 
 
 def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:

@@ -56,7 +56,7 @@ def test_all_workers_share_one_model_and_counters_are_exact():
     assert int(agent.optimizer.iterations) == sum(state.worker_updates)
     assert all(updates > 0 for updates in state.worker_updates)
     after = agent.network.trainable_variables
-    assert any(not np.allclose(b, a.numpy()) for b, a in zip(before, after))
+    assert any(not np.allclose(b, a.numpy()) for b, a in zip(before, after, strict=True))
 
 
 def test_train_function_traced_once_before_workers_start():
