@@ -123,7 +123,6 @@ def test_env_factory_is_called_per_env_copy_so_wrappers_apply():
 
 
 def test_user_model_that_is_not_a_dense_stack_trains():
-    env = IdentityEnv()
     inputs = keras.Input((4,))
     x = keras.layers.LayerNormalization()(keras.layers.Dense(16, activation="relu")(inputs))
     model = keras.Model(inputs, [keras.layers.Dense(4)(x), keras.layers.Dense(1)(x)])
@@ -133,7 +132,6 @@ def test_user_model_that_is_not_a_dense_stack_trains():
     history = agent.fit(IdentityEnv, total_steps=1000, workers=2, envs_per_worker=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert agent.predict(np.eye(4, dtype=np.float32)).shape == (4,)
-    del env
 
 
 def test_numpy_twin_matches_keras_forward():
