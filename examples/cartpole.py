@@ -85,7 +85,7 @@ def main(argv):
     last = {k: v[-1] for k, v in history.history.items()}
     print(
         f"trained {int(last['env_steps']):,} env steps in {seconds:.1f} s "
-        f"({last['env_steps'] / seconds:,.0f} steps/s), {int(last['episodes'])} episodes, "
+        f"({last['steps_per_second']:,.0f} steps/s while the workers ran), {int(last['episodes'])} episodes, "
         f"mean return of the last 100: {last['episode_return']:.1f}"
     )
 

@@ -272,6 +272,8 @@ class A3C(keras.Model):
         state.start_time = time.perf_counter()
         for thread in threads:
             thread.start()
+        logs: dict[str, float] = {}
+        needs_epoch_end = True
         try:
             while True:
                 state.stop.wait(_TICK_SECONDS)
@@ -281,12 +283,15 @@ class A3C(keras.Model):
                 logs = self._logs(state)
                 callback_list.on_train_batch_end(tick, logs)
                 tick += 1
-                if finished or self.stop_training or logs["env_steps"] >= (epoch + 1) * steps_per_epoch:
+                if finished or self.stop_training:
+                    break
+                if logs["env_steps"] >= (epoch + 1) * steps_per_epoch:
                     callback_list.on_epoch_end(epoch, logs)
                     self.reset_metrics()
-                    epoch += 1
-                    if finished or self.stop_training:
+                    if self.stop_training:
+                        needs_epoch_end = False
                         break
+                    epoch += 1
                     callback_list.on_epoch_begin(epoch)
         finally:
             state.stop.set()
@@ -296,7 +301,11 @@ class A3C(keras.Model):
                 thread.env.close()
         if state.error is not None:
             raise state.error
-        callback_list.on_train_end(self._logs(state))
+        # Workers are joined: the final counters are exact.
+        if needs_epoch_end:
+            logs = self._logs(state)
+            callback_list.on_epoch_end(epoch, logs)
+        callback_list.on_train_end({**logs, **state.snapshot()})
         return self.history
 
     def _logs(self, state: RunState) -> dict[str, float]:
