@@ -2,6 +2,7 @@
 
     python examples/cartpole.py --workers 8
     python examples/cartpole.py --flagfile=flags/cartpole.flags --export_dir=/tmp/cartpole_policy
+    python examples/cartpole.py --workers 8 --plot curve.png
 
 Eight Python threads share one Keras actor-critic and one optimizer; each steps its
 own batch of CartPole envs and updates the shared model every `n_steps` steps.
@@ -39,11 +40,15 @@ flags.DEFINE_bool("hogwild", False, "Apply updates lock-free (as in the paper) i
 flags.DEFINE_float("target_return", 495.0, "Stop once the mean of the last 100 training returns reaches this.")
 flags.DEFINE_integer("eval_episodes", 100, "Greedy evaluation episodes after training.", lower_bound=0)
 flags.DEFINE_string("export_dir", None, "If set, write the policy here as a TF SavedModel (must not exist).")
+flags.DEFINE_string("plot", None, "If set, write learning curves (return vs env steps and vs seconds, with the "
+                    "target_return line) to this image: .png, .svg or .pdf.")
 flags.DEFINE_integer("steps_per_epoch", 20_000, "Env steps per Keras epoch (one History row).", lower_bound=1)
 flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch.", lower_bound=0, upper_bound=2)
 
 flags.register_validator("hidden_units", lambda units: all(u.isdigit() and int(u) > 0 for u in units),
                          message="--hidden_units must be positive integers, e.g. 64,64")
+flags.register_validator("plot", lambda path: path is None or path.lower().endswith((".png", ".svg", ".pdf")),
+                         message="--plot must name a .png, .svg or .pdf file")
 flags.register_validator("export_dir", lambda path: path is None or not os.path.exists(path),
                          message="--export_dir already exists; choose a new directory")
 
@@ -88,6 +93,10 @@ def main(argv):
         f"({last['steps_per_second']:,.0f} steps/s while the workers ran), {int(last['episodes'])} episodes, "
         f"mean return of the last 100: {last['episode_return']:.1f}"
     )
+
+    if FLAGS.plot:
+        keras_a3c.plot_history(history, FLAGS.plot, target=FLAGS.target_return)
+        print(f"wrote learning curves to {FLAGS.plot}")
 
     # Evaluate the greedy policy.
     if FLAGS.eval_episodes:

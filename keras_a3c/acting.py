@@ -5,16 +5,25 @@ parameters and refreshes it after each of its updates. For a Dense-only network
 that copy is a list of numpy arrays and the forward pass runs in numpy: on a
 small MLP this costs ~10 us per batch, against ~0.5 ms for one `tf.function`
 call, and acting happens once per environment step. Any other network acts
-through one compiled TensorFlow call on the shared variables.
+through one compiled TensorFlow call on the shared variables. The twin covers the
+categorical head (Dense logits) and the Gaussian head (`GaussianHead`: mean and log std).
+
+Actions are then sampled in numpy (`ActionSampler`): Gumbel-max for a categorical,
+mean + std * eps for a Gaussian, whose samples are clipped to the Box bounds only
+when the env is stepped (the learner sees the unclipped sample).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import gymnasium as gym
 import keras
 import numpy as np
 import tensorflow as tf
+
+from keras_a3c.distributions import for_action_space
+from keras_a3c.networks import LOG_SOFTPLUS_LINEAR_BELOW, GaussianHead
 
 _NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "linear": lambda x: x,
@@ -25,45 +34,80 @@ _NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 Forward = Callable[[Sequence[np.ndarray], np.ndarray], tuple[np.ndarray, np.ndarray]]
+Head = Callable[[Sequence[np.ndarray], np.ndarray], np.ndarray]
+
+
+def _np_log_softplus(z: np.ndarray) -> np.ndarray:
+    """numpy twin of `networks.log_softplus`."""
+    safe = np.maximum(z, LOG_SOFTPLUS_LINEAR_BELOW)
+    return np.where(z > LOG_SOFTPLUS_LINEAR_BELOW, np.log(np.logaddexp(0.0, safe)), z)
+
+
+def _dense_twin(layer: keras.layers.Dense, index: dict[int, int]) -> Head:
+    kernel = index[id(layer.kernel)]
+    bias = index[id(layer.bias)] if layer.use_bias else None
+    activation = _NUMPY_ACTIVATIONS[layer.activation.__name__]
+
+    def dense(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
+        y = x @ weights[kernel]
+        return activation(y if bias is None else y + weights[bias])
+
+    return dense
+
+
+def _gaussian_twin(layer: GaussianHead, index: dict[int, int]) -> Head:
+    mean_kernel, mean_bias = index[id(layer.mean_kernel)], index[id(layer.mean_bias)]
+    if layer.std == "state_independent":
+        log_std = index[id(layer.log_std)]
+
+        def head(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
+            mean = x @ weights[mean_kernel] + weights[mean_bias]
+            return np.concatenate([mean, np.broadcast_to(weights[log_std], mean.shape)], axis=-1)
+
+        return head
+    variance_kernel, variance_bias = index[id(layer.variance_kernel)], index[id(layer.variance_bias)]
+
+    def softplus_head(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
+        mean = x @ weights[mean_kernel] + weights[mean_bias]
+        log_std = 0.5 * _np_log_softplus(x @ weights[variance_kernel] + weights[variance_bias])
+        return np.concatenate([mean, log_std], axis=-1)
+
+    return softplus_head
 
 
 def numpy_forward(network: keras.Model) -> Forward | None:
-    """A numpy twin of `network`, or None when the network is not a Dense trunk with
-    a logits head and a value head (then the caller acts through TensorFlow).
+    """A numpy twin of `network`, or None when the network is not a Dense trunk with a
+    policy head (Dense logits or `GaussianHead`) and a Dense value head (then the caller
+    acts through TensorFlow).
 
     The twin takes the list of `network.trainable_variables` values and observations
-    [B, *obs_shape], and returns (logits [B, A], values [B]). It is checked against
-    the Keras forward pass on random inputs before it is used.
+    [B, *obs_shape], and returns (policy params [B, P], values [B]). It is checked
+    against the Keras forward pass on random inputs before it is used.
     """
-    denses = []
+    layers = []
     for layer in network.layers:
         if isinstance(layer, keras.layers.Dense):
             if getattr(layer.activation, "__name__", None) not in _NUMPY_ACTIVATIONS:
                 return None
-            denses.append(layer)
+            layers.append(layer)
+        elif isinstance(layer, GaussianHead):
+            layers.append(layer)
         elif not isinstance(layer, (keras.layers.InputLayer, keras.layers.Flatten)):
             return None
-    if len(denses) < 2 or len(network.inputs) != 1:
+    if len(layers) < 2 or len(network.inputs) != 1:
+        return None
+    # Only the policy head may be a GaussianHead, the value head is a Dense; Keras lists the two
+    # heads in either order, and the numerical check below decides which is which.
+    if not isinstance(layers[-2], keras.layers.Dense) and not isinstance(layers[-1], keras.layers.Dense):
+        return None
+    if any(isinstance(layer, GaussianHead) for layer in layers[:-2]):
         return None
     index = {id(v): i for i, v in enumerate(network.trainable_variables)}
-    if any(id(d.kernel) not in index or (d.use_bias and id(d.bias) not in index) for d in denses):
+    if any(id(v) not in index for layer in layers for v in layer.trainable_variables):
         return None
-    spec = [
-        (index[id(d.kernel)], index[id(d.bias)] if d.use_bias else None, _NUMPY_ACTIVATIONS[d.activation.__name__])
-        for d in denses
-    ]
-    trunk, (logits_layer, value_layer) = spec[:-2], spec[-2:]
-
-    def dense(weights: Sequence[np.ndarray], x: np.ndarray, layer: tuple) -> np.ndarray:
-        kernel, bias, activation = layer
-        y = x @ weights[kernel]
-        return activation(y if bias is None else y + weights[bias])
-
-    def forward(weights: Sequence[np.ndarray], obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = obs.reshape(obs.shape[0], -1)
-        for layer in trunk:
-            x = dense(weights, x, layer)
-        return dense(weights, x, logits_layer), dense(weights, x, value_layer)[:, 0]
+    twins = [_dense_twin(layer, index) if isinstance(layer, keras.layers.Dense) else _gaussian_twin(layer, index)
+             for layer in layers]
+    trunk = twins[:-2]
 
     # The layer walk above assumes a chain; the numbers decide whether it is one.
     obs_shape = tuple(network.inputs[0].shape[1:])
@@ -71,38 +115,88 @@ def numpy_forward(network: keras.Model) -> Forward | None:
         return None
     probe = np.random.default_rng(0).normal(size=(8, *obs_shape)).astype(np.float32)
     try:
-        logits, values = network(probe)
-        twin_logits, twin_values = forward([v.numpy() for v in network.trainable_variables], probe)
+        params, values = (np.asarray(y) for y in network(probe))
     except Exception:
         return None
-    if twin_logits.shape != tuple(logits.shape) or twin_values.size != np.size(values):
-        return None
-    if not (np.allclose(twin_logits, logits, atol=1e-4) and np.allclose(twin_values, np.ravel(values), atol=1e-4)):
-        return None
-    return forward
+    weights = [v.numpy() for v in network.trainable_variables]
+    for policy_head, value_head in (twins[-2:], twins[-2:][::-1]):
+
+        def forward(weights: Sequence[np.ndarray], obs: np.ndarray, policy_head=policy_head, value_head=value_head):
+            x = obs.reshape(obs.shape[0], -1)
+            for layer in trunk:
+                x = layer(weights, x)
+            return policy_head(weights, x), value_head(weights, x)[:, 0]
+
+        try:
+            twin_params, twin_values = forward(weights, probe)
+        except Exception:
+            continue
+        if (
+            twin_params.shape == params.shape
+            and twin_values.size == values.size
+            and np.allclose(twin_params, params, atol=1e-4)
+            and np.allclose(twin_values, np.ravel(values), atol=1e-4)
+        ):
+            return forward
+    return None
 
 
-def sample_actions(logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Sample a ~ softmax(logits) per row by the Gumbel-max trick: [B, A] -> [B] int64."""
-    gumbel = -np.log(-np.log(rng.random(logits.shape)))
-    return np.argmax(logits + gumbel, axis=1)
+class ActionSampler:
+    """Actions from policy params in numpy, for one action space.
+
+    Workers store the sampled action (its log-probability is the one the loss uses)
+    and step the env with `to_env(action)`: for a `Box` the sample clipped to the
+    bounds (as SB3 does), for `Discrete` the action itself.
+    """
+
+    def __init__(self, action_space: gym.Space):
+        self.distribution = for_action_space(action_space)
+        if isinstance(action_space, gym.spaces.Box):
+            self.shape: tuple[int, ...] = tuple(action_space.shape)
+            self.dtype = np.float32
+            self._low = action_space.low.astype(np.float32)
+            self._high = action_space.high.astype(np.float32)
+        else:
+            self.shape, self.dtype = (), np.int32
+            self._low = self._high = None
+
+    def sample(self, params: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """[B, P] params -> [B, *shape] sampled actions."""
+        return self.distribution.np_sample(params, rng)
+
+    def mode(self, params: np.ndarray) -> np.ndarray:
+        """[B, P] params -> [B, *shape] most likely actions."""
+        return self.distribution.np_mode(params)
+
+    def to_env(self, actions: np.ndarray) -> np.ndarray:
+        """The action the env is stepped with: clipped to the bounds of a Box."""
+        if self._low is None:
+            return actions
+        return np.clip(actions, self._low, self._high)
 
 
 class LocalPolicy:
     """One worker's policy: its own numpy parameters theta', or the shared model."""
 
-    def __init__(self, forward: Forward | None, tf_logits: Callable[[np.ndarray], tf.Tensor]):
+    def __init__(
+        self, forward: Forward | None, tf_params: Callable[[np.ndarray], tf.Tensor] | None, sampler: ActionSampler
+    ):
         self._forward = forward
-        self._tf_logits = tf_logits
+        self._tf_params = tf_params
         self._weights: list[np.ndarray] = []
+        self.sampler = sampler
 
     def sync(self, weights: Sequence[tf.Tensor]) -> None:
         """Copy theta' = theta from the shared parameters (only the numpy path keeps a copy)."""
         if self._forward is not None:
             self._weights = [np.asarray(w) for w in weights]
 
-    def logits(self, obs: np.ndarray) -> np.ndarray:
-        """[B, *obs_shape] float32 -> [B, A] logits."""
+    def params(self, obs: np.ndarray) -> np.ndarray:
+        """[B, *obs_shape] float32 -> [B, P] policy params (logits, or Gaussian mean and log std)."""
         if self._forward is not None:
             return self._forward(self._weights, obs)[0]
-        return self._tf_logits(obs).numpy()
+        return self._tf_params(obs).numpy()
+
+    def sample(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """[B, *obs_shape] float32 -> [B, *action_shape] actions sampled from pi(.|s)."""
+        return self.sampler.sample(self.params(obs), rng)

@@ -6,18 +6,21 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+import gymnasium as gym
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_a3c import losses
-from keras_a3c.acting import LocalPolicy, numpy_forward, sample_actions
+from keras_a3c.acting import ActionSampler, LocalPolicy, numpy_forward
 from keras_a3c.callbacks import ProgressLogger
+from keras_a3c.distributions import for_action_space
 from keras_a3c.envs import EnvSpec, env_spaces, make_vector_env
 from keras_a3c.export import export_policy
 from keras_a3c.networks import check_network
+from keras_a3c.segment import SegmentLayout
 from keras_a3c.workers import RunState, Worker
 
 # How often the main thread wakes to run callbacks and refresh the progress display.
@@ -29,7 +32,12 @@ class A3C(keras.Model):
 
     Args:
       network: a `keras.Model` mapping float32 observations [B, *obs_shape] to
-        (logits [B, num_actions], value [B, 1] or [B]); see `actor_critic_mlp`.
+        (policy params, value [B, 1] or [B]); see `actor_critic_mlp`. The policy params
+        are logits [B, A] for a `Discrete(A)` action space (categorical policy) and
+        concat(mean, log_std) [B, 2D] for a `Box((D,))` one (diagonal Gaussian policy).
+      action_space: how to read the policy params. Optional: `fit` and `evaluate` take it
+        from the env (and reject an env whose action space differs). `predict` and
+        `export` before either treat the params as logits unless it is given.
 
     Usage:
       agent = A3C(actor_critic_mlp(env.observation_space, env.action_space))
@@ -39,16 +47,20 @@ class A3C(keras.Model):
       agent.export("policy/")
     """
 
-    def __init__(self, network: keras.Model, **kwargs):
+    def __init__(self, network: keras.Model, action_space: gym.Space | None = None, **kwargs):
         super().__init__(**kwargs)
         if not isinstance(network, keras.Model):
             raise TypeError(f"network must be a keras.Model, got {type(network).__name__}")
+        if action_space is not None:
+            for_action_space(action_space)  # a clear error for unsupported spaces
         self.network = network
+        self.action_space = action_space
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.policy_loss_tracker = keras.metrics.Mean(name="policy_loss")
         self.value_loss_tracker = keras.metrics.Mean(name="value_loss")
         self.entropy_tracker = keras.metrics.Mean(name="entropy")
         self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
+        self.explained_variance_tracker = keras.metrics.Mean(name="explained_variance")
         self.train_function_trace_count = 0
         self.built = network.built
 
@@ -63,6 +75,7 @@ class A3C(keras.Model):
             self.value_loss_tracker,
             self.entropy_tracker,
             self.grad_norm_tracker,
+            self.explained_variance_tracker,
         ]
 
     def compile(
@@ -75,6 +88,7 @@ class A3C(keras.Model):
         n_steps: int = 5,
         max_grad_norm: float | None = None,
         hogwild: bool = False,
+        reward_scale: float = 1.0,
     ) -> None:
         """Configure training.
 
@@ -87,7 +101,12 @@ class A3C(keras.Model):
           max_grad_norm: clip gradients to this global norm; None for no clipping.
           hogwild: apply updates without a lock (lock-free, as in the paper);
             by default updates are serialised by a lock.
+          reward_scale: the learner trains on reward_scale * r_t (V learns the scaled
+            return); logged episode returns stay unscaled. Keeps value targets O(1) for
+            envs with large rewards (e.g. 0.1 for Pendulum's [-16.3, 0] per step).
         """
+        if not (isinstance(reward_scale, (int, float)) and reward_scale > 0 and math.isfinite(reward_scale)):
+            raise ValueError(f"reward_scale must be a finite number > 0, got {reward_scale!r}")
         for name, value in (("entropy_coef", entropy_coef), ("value_coef", value_coef)):
             if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -104,37 +123,46 @@ class A3C(keras.Model):
         self.n_steps = n_steps
         self.max_grad_norm = max_grad_norm
         self.hogwild = hogwild
+        self.reward_scale = float(reward_scale)
 
     # ---------------------------------------------------------------- learning
 
     def train_step(self, data):
         """One A3C update from one worker's segment.
 
+        The same loss serves every policy: the distribution for the action space
+        (`Categorical` or `DiagGaussian`) supplies log pi(a_t|s_t) and H(pi(.|s_t)).
+
         Args:
-          data: (observations [T+1, B, *obs], actions [T, B], rewards [T, B],
-            terminated [T, B], truncated [T, B], valid [T, B]); see `workers.Worker`.
+          data: (observations [T+1, B, *obs], actions [T, B] (Discrete) or [T, B, D] (Box),
+            rewards [T, B], terminated [T, B], truncated [T, B], valid [T, B]); see `workers.Worker`.
 
         Returns:
           the shared parameters after the update, for the worker's own copy.
         """
         observations, actions, rewards, terminated, truncated, valid = data
-        horizon, batch = actions.shape
+        horizon, batch = rewards.shape
+        n = horizon * batch
+        distribution = for_action_space(self._require_action_space())
         variables = self.network.trainable_variables
         with tf.GradientTape() as tape:
-            logits, values = self.network(
+            params, values = self.network(
                 tf.reshape(observations, [(horizon + 1) * batch, *observations.shape[2:]]), training=True
             )
             values = tf.reshape(values, [horizon + 1, batch])
-            logits = tf.reshape(logits, [horizon + 1, batch, -1])[:horizon]
+            params = tf.reshape(params, [horizon + 1, batch, -1])[:horizon]
             # V(s_{t+1}) of the next observation bootstraps the return; it is a constant.
-            returns = losses.n_step_returns(rewards, terminated, truncated, values[1:], self.gamma)
-            n = horizon * batch
-            terms = losses.a3c_loss(
-                logits=tf.reshape(logits, [n, -1]),
-                values=tf.reshape(values[:horizon], [n]),
-                actions=tf.reshape(actions, [n]),
-                returns=tf.reshape(returns, [n]),
-                mask=tf.reshape(valid, [n]),
+            returns = losses.n_step_returns(
+                self.reward_scale * rewards, terminated, truncated, values[1:], self.gamma
+            )
+            pi = distribution.from_params(tf.reshape(params, [n, -1]))
+            values, returns, mask = tf.reshape(values[:horizon], [n]), tf.reshape(returns, [n]), tf.reshape(valid, [n])
+            terms = losses.actor_critic_loss(
+                log_pi=pi.log_prob(tf.reshape(actions, [n, *actions.shape[2:]])),
+                entropies=pi.entropy(),
+                values=values,
+                returns=returns,
+                mask=mask,
                 value_coef=self.value_coef,
                 entropy_coef=self.entropy_coef,
             )
@@ -151,28 +179,53 @@ class A3C(keras.Model):
         self.value_loss_tracker.update_state(terms["value_loss"])
         self.entropy_tracker.update_state(terms["entropy"])
         self.grad_norm_tracker.update_state(grad_norm)
+        self.explained_variance_tracker.update_state(losses.explained_variance(values, returns, mask))
         return [tf.identity(v) for v in variables]
 
-    def _make_train_function(self, batch: int, obs_shape: Sequence[int]) -> tf.types.experimental.ConcreteFunction:
-        """Trace the train step once, on this thread, for segments of [n_steps, batch]."""
-        horizon = self.n_steps
-        signature = (
-            tf.TensorSpec([horizon + 1, batch, *obs_shape], tf.float32),
-            tf.TensorSpec([horizon, batch], tf.int32),
-            tf.TensorSpec([horizon, batch], tf.float32),
-            tf.TensorSpec([horizon, batch], tf.bool),
-            tf.TensorSpec([horizon, batch], tf.bool),
-            tf.TensorSpec([horizon, batch], tf.bool),
-        )
-        function = tf.function(self.train_step, input_signature=[signature], autograph=False)
-        function.get_concrete_function()
+    def _make_train_function(self, batch: int, layout: SegmentLayout) -> Callable[[np.ndarray], list[np.ndarray]]:
+        """Trace the train step once, on this thread, for packed segments of [n_steps + 1, batch].
+
+        The returned function takes one packed segment (see `keras_a3c.segment`) and
+        returns the shared parameters after the update as numpy arrays (views of one
+        flat copy): one tensor crosses the TF boundary each way, which keeps the
+        per-update Python overhead of the call small.
+        """
+        variables = self.network.trainable_variables
+
+        def packed_step(segment):
+            weights = self.train_step(layout.unpack(segment))
+            return tf.concat([tf.reshape(w, [-1]) for w in weights], axis=0)
+
+        function = tf.function(packed_step, input_signature=[layout.spec(self.n_steps, batch)], autograph=False)
+        concrete = function.get_concrete_function()
         self._train_tf_function = function
-        return function
+        shapes = [tuple(v.shape) for v in variables]
+        splits = np.cumsum([math.prod(shape) for shape in shapes])[:-1]
+
+        def train(segment: np.ndarray) -> list[np.ndarray]:
+            flat = concrete(tf.constant(segment)).numpy()
+            return [part.reshape(shape) for part, shape in zip(np.split(flat, splits), shapes, strict=True)]
+
+        return train
 
     @property
     def train_trace_count(self) -> int:
         """How often the current train function was traced (stays 1 during `fit`)."""
         return self._train_tf_function.experimental_get_tracing_count()
+
+    def _use_action_space(self, action_space: gym.Space) -> None:
+        """Adopt the env's action space, or reject an env whose action space is not the agent's."""
+        if self.action_space is None:
+            self.action_space = action_space
+        elif self.action_space != action_space:
+            raise ValueError(
+                f"the env's action space {action_space} differs from the agent's action space {self.action_space}"
+            )
+
+    def _require_action_space(self) -> gym.Space:
+        if self.action_space is None:
+            raise RuntimeError("the agent's action space is unknown: pass action_space to A3C, or call fit first")
+        return self.action_space
 
     def _check_compiled(self) -> None:
         if not getattr(self, "compiled", False) or not hasattr(self, "n_steps"):
@@ -204,8 +257,12 @@ class A3C(keras.Model):
           steps_per_epoch: env steps between `on_epoch_end` calls (History rows).
 
         Returns:
-          a `keras.callbacks.History` whose rows are epochs of `steps_per_epoch` env steps.
+          a `keras.callbacks.History` whose rows are epochs of `steps_per_epoch` env steps,
+          and whose `episodes` holds every finished training episode (see
+          `RunState.episode_log`): `time` (seconds since `fit` was called), `env_steps`
+          (global env steps taken when it ended), `return` and `length`.
         """
+        start_time = time.perf_counter()  # "time" in the logs counts from here, set-up included
         self._check_compiled()
         for name, value, low in (
             ("total_steps", total_steps, 1),
@@ -217,20 +274,24 @@ class A3C(keras.Model):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         obs_space, action_space = env_spaces(env)
         check_network(self.network, obs_space, action_space)
+        self._use_action_space(action_space)
+        sampler = ActionSampler(action_space)
         variables = self.network.trainable_variables
         if not self.optimizer.built:
             self.optimizer.build(variables)  # slots exist before any thread can race to create them
-        train_function = self._make_train_function(envs_per_worker, obs_space.shape)
+        layout = SegmentLayout(obs_space.shape, sampler.shape, sampler.dtype)
+        train_function = self._make_train_function(envs_per_worker, layout)
         forward = numpy_forward(self.network)
-        tf_logits = None
+        tf_params = None
         if forward is None:
-            tf_logits = tf.function(
+            tf_params = tf.function(
                 lambda obs: self.network(obs)[0],
                 input_signature=[tf.TensorSpec([envs_per_worker, *obs_space.shape], tf.float32)],
             )
-            tf_logits.get_concrete_function()
+            tf_params.get_concrete_function()
 
         state = RunState(workers, total_steps)
+        state.start_time = start_time
         train_lock = None if self.hogwild else threading.Lock()
         initial_weights = [v.numpy() for v in variables]
         threads: list[Worker] = []
@@ -240,11 +301,12 @@ class A3C(keras.Model):
                     Worker(
                         worker_id=i,
                         env=make_vector_env(env, envs_per_worker),
-                        policy=LocalPolicy(forward, tf_logits),
+                        policy=LocalPolicy(forward, tf_params, sampler),
                         train_function=train_function,
                         initial_weights=initial_weights,
                         state=state,
                         n_steps=self.n_steps,
+                        layout=layout,
                         seed=seed + i * envs_per_worker,
                         train_lock=train_lock,
                     )
@@ -267,13 +329,30 @@ class A3C(keras.Model):
         self.worker_state = state
         self.reset_metrics()
         callback_list.on_train_begin()
-        epoch, tick = 0, 0
+        epoch, tick, epoch_open = 0, 0, True
         callback_list.on_epoch_begin(epoch)
-        state.start_time = time.perf_counter()
+
+        def end_epochs(logs: dict[str, float], final: bool) -> bool:
+            """End every epoch whose last step has been taken and, when `final`, the open
+            partial one. Epochs that ended between two looks share that interval's metrics.
+            Returns whether any epoch ended."""
+            nonlocal epoch, epoch_open
+            steps, ended = logs["env_steps"], False
+            while epoch_open:
+                full = steps >= (epoch + 1) * steps_per_epoch
+                if not (full or (final and steps > epoch * steps_per_epoch)):
+                    break
+                callback_list.on_epoch_end(epoch, dict(logs))
+                epoch_open, ended = False, True
+                if self.stop_training or (final and steps <= (epoch + 1) * steps_per_epoch):
+                    break
+                epoch += 1
+                callback_list.on_epoch_begin(epoch)
+                epoch_open = True
+            return ended
+
         for thread in threads:
             thread.start()
-        logs: dict[str, float] = {}
-        needs_epoch_end = True
         try:
             while True:
                 state.stop.wait(_TICK_SECONDS)
@@ -285,14 +364,11 @@ class A3C(keras.Model):
                 tick += 1
                 if finished or self.stop_training:
                     break
-                if logs["env_steps"] >= (epoch + 1) * steps_per_epoch:
-                    callback_list.on_epoch_end(epoch, logs)
+                if end_epochs(logs, final=False):
                     self.reset_metrics()
-                    if self.stop_training:
-                        needs_epoch_end = False
-                        break
-                    epoch += 1
-                    callback_list.on_epoch_begin(epoch)
+                    state.reset_interval()
+                if self.stop_training:
+                    break
         finally:
             state.stop.set()
             for thread in threads:
@@ -302,10 +378,10 @@ class A3C(keras.Model):
         if state.error is not None:
             raise state.error
         # Workers are joined: the final counters are exact.
-        if needs_epoch_end:
-            logs = self._logs(state)
-            callback_list.on_epoch_end(epoch, logs)
-        callback_list.on_train_end({**logs, **state.snapshot()})
+        logs = self._logs(state)
+        end_epochs(logs, final=True)
+        self.history.episodes = state.episode_log()
+        callback_list.on_train_end(logs)
         return self.history
 
     def _logs(self, state: RunState) -> dict[str, float]:
@@ -317,12 +393,13 @@ class A3C(keras.Model):
     # ---------------------------------------------------------------- acting
 
     def _policy_outputs(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, values = self.network(observations, training=False)
-        return np.asarray(logits), np.reshape(np.asarray(values), [-1])
+        params, values = self.network(observations, training=False)
+        return np.asarray(params), np.reshape(np.asarray(values), [-1])
 
     def predict(self, observations, deterministic: bool = True, seed: int | None = None) -> np.ndarray:
-        """Actions for a batch of observations [B, *obs_shape] -> [B] int (or one
-        observation -> one action). Greedy when `deterministic`, else sampled."""
+        """Env actions for a batch of observations [B, *obs_shape] -> [B] int (Discrete) or
+        [B, D] float32 (Box, clipped to the bounds); one observation -> one action.
+        The most likely action (argmax, or the Gaussian mean) when `deterministic`, else sampled."""
         observations = np.asarray(observations, dtype=np.float32)
         obs_shape = tuple(self.network.inputs[0].shape[1:])
         single = observations.shape == obs_shape
@@ -331,11 +408,14 @@ class A3C(keras.Model):
         if observations.shape[1:] != obs_shape:
             raise ValueError(f"observations must have shape [batch, {', '.join(map(str, obs_shape))}], "
                              f"got {observations.shape}")
-        logits, _ = self._policy_outputs(observations)
+        params, _ = self._policy_outputs(observations)
+        # Without a known action space the params are read as logits (the Discrete default).
+        sampler = ActionSampler(self.action_space or gym.spaces.Discrete(params.shape[1]))
         if deterministic:
-            actions = np.argmax(logits, axis=1)
+            actions = sampler.mode(params)
         else:
-            actions = sample_actions(logits, np.random.default_rng(seed))
+            actions = sampler.sample(params, np.random.default_rng(seed))
+        actions = sampler.to_env(actions)
         return actions[0] if single else actions
 
     def evaluate(
@@ -355,6 +435,8 @@ class A3C(keras.Model):
             raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
         obs_space, action_space = env_spaces(env)
         check_network(self.network, obs_space, action_space)
+        self._use_action_space(action_space)
+        sampler = ActionSampler(action_space)
         num_envs = min(num_envs, episodes)
         targets = np.array([(episodes + i) // num_envs for i in range(num_envs)])
         forward = numpy_forward(self.network)
@@ -369,9 +451,9 @@ class A3C(keras.Model):
             returns: list[float] = []
             while (counts < targets).any():
                 obs = np.asarray(obs, np.float32)
-                logits = forward(weights, obs)[0] if forward else self._policy_outputs(obs)[0]
-                actions = np.argmax(logits, axis=1) if deterministic else sample_actions(logits, rng)
-                obs, reward, term, trunc, _ = vec.step(actions)
+                params = forward(weights, obs)[0] if forward else self._policy_outputs(obs)[0]
+                actions = sampler.mode(params) if deterministic else sampler.sample(params, rng)
+                obs, reward, term, trunc, _ = vec.step(sampler.to_env(actions))
                 running += np.where(reset_pending, 0.0, reward)
                 reset_pending = term | trunc
                 for i in np.flatnonzero(reset_pending):
@@ -385,5 +467,5 @@ class A3C(keras.Model):
 
     def export(self, path: str) -> None:
         """Write a TF SavedModel of the policy; see `keras_a3c.export.export_policy`."""
-        export_policy(self.network, path)
+        export_policy(self.network, path, self.action_space)
 

@@ -13,6 +13,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
+from keras_a3c.distributions import for_action_space
+
 EnvSpec = str | Callable[[], gym.Env]
 
 
@@ -23,10 +25,7 @@ def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
             f"unsupported observation space {observation_space}: keras_a3c needs a Box observation "
             "space (wrap the env, e.g. with gymnasium.wrappers.FlattenObservation)"
         )
-    if not isinstance(action_space, gym.spaces.Discrete):
-        raise ValueError(f"unsupported action space {action_space}: keras_a3c supports Discrete action spaces")
-    if int(action_space.start) != 0:
-        raise ValueError(f"unsupported action space {action_space}: Discrete spaces must start at 0")
+    for_action_space(action_space)  # raises for anything but Discrete and 1-D Box
 
 
 def _env_factory(env: EnvSpec) -> Callable[[], gym.Env]:

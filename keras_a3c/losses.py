@@ -7,7 +7,13 @@ arXiv:1602.01783, Algorithm S3. Each worker minimises
         + value_coef * (R_t - V(s_t))**2                      (value regression)
         - entropy_coef * H(pi(.|s_t))                         (entropy bonus)
 
-where R_t is the n-step bootstrapped return. Shapes are checked at the top of
+where R_t is the n-step bootstrapped return. The policy enters only through
+log pi(a_t|s_t) and H(pi(.|s_t)): `actor_critic_loss` takes them per sample, so the
+same loss trains a categorical and a Gaussian policy (`keras_a3c.distributions`);
+`a3c_loss` is its categorical form from logits. `reparameterised_policy_loss` is
+soft actor-critic's policy objective, for reparameterised (pathwise) gradients.
+
+Shapes are checked at the top of
 every function: a rank mistake such as multiplying a `[N, 1]` advantage by a
 `[N]` log-probability silently broadcasts to `[N, N]` in TensorFlow, so it is
 rejected here instead. All functions work eagerly and under `tf.function`.
@@ -16,6 +22,8 @@ rejected here instead. All functions work eagerly and under `tf.function`.
 from __future__ import annotations
 
 import tensorflow as tf
+
+from keras_a3c.distributions import Categorical
 
 TensorLike = tf.Tensor
 
@@ -103,10 +111,7 @@ def advantages(returns: TensorLike, values: TensorLike) -> TensorLike:
 
 def log_prob(logits: TensorLike, actions: TensorLike) -> TensorLike:
     """log pi(a|s) from unnormalised logits [N, A] and actions [N] -> [N]."""
-    _check_rank(logits, 2, "logits")
-    _check_rank(actions, 1, "actions")
-    log_pi = tf.nn.log_softmax(logits)
-    return tf.gather(log_pi, tf.cast(actions, tf.int32), axis=1, batch_dims=1)
+    return Categorical(logits).log_prob(actions)
 
 
 def policy_gradient_loss(
@@ -131,7 +136,26 @@ def policy_gradient_loss(
     """
     _check_rank(advantages, 1, "advantages")
     _check_same_shape(actions, advantages, "actions and advantages")
-    return _masked_mean(-log_prob(logits, actions) * tf.stop_gradient(advantages), mask)
+    return score_function_loss(log_prob(logits, actions), advantages, mask)
+
+
+def score_function_loss(log_pi: TensorLike, advantages: TensorLike, mask: TensorLike | None = None) -> TensorLike:
+    """mean(-log pi(a_t|s_t) * stop_gradient(A_t)) for any policy, from its log-probabilities.
+
+    The likelihood-ratio (score-function) estimator of Williams (1992) with a baseline,
+    as in A3C; its gradient is -E[A grad log pi(a|s)].
+
+    Args:
+      log_pi: [N] float, log pi(a_t|s_t) of the actions taken (summed over action dimensions).
+      advantages: [N] float, A_t; its gradient is stopped here.
+      mask: optional [N] {0, 1}, which entries are real transitions.
+
+    Returns:
+      scalar.
+    """
+    _check_rank(log_pi, 1, "log_pi")
+    _check_same_shape(log_pi, advantages, "log_pi and advantages")
+    return _masked_mean(-log_pi * tf.stop_gradient(advantages), mask)
 
 
 def value_loss(values: TensorLike, returns: TensorLike, mask: TensorLike | None = None) -> TensorLike:
@@ -150,6 +174,29 @@ def value_loss(values: TensorLike, returns: TensorLike, mask: TensorLike | None 
     return _masked_mean(tf.square(tf.stop_gradient(returns) - values), mask)
 
 
+def explained_variance(values: TensorLike, returns: TensorLike, mask: TensorLike | None = None) -> TensorLike:
+    """1 - Var[R_t - V(s_t)] / Var[R_t]: how much of the return's variance the critic
+    explains (1 perfect, 0 no better than a constant, < 0 worse). A diagnostic, not a loss.
+
+    Args:
+      values: [N] float, V(s_t).
+      returns: [N] float, R_t.
+      mask: optional [N] {0, 1}; the variances are over the entries where it is 1.
+
+    Returns:
+      scalar; 0 when the returns have no variance to explain.
+    """
+    _check_rank(values, 1, "values")
+    _check_same_shape(values, returns, "values and returns")
+    returns, values = tf.stop_gradient(returns), tf.stop_gradient(values)
+
+    def variance(x: TensorLike) -> TensorLike:
+        return _masked_mean(tf.square(x - _masked_mean(x, mask)), mask)
+
+    var_returns = variance(returns)
+    return tf.where(var_returns > 0, 1.0 - tf.math.divide_no_nan(variance(returns - values), var_returns), 0.0)
+
+
 def entropy(logits: TensorLike, mask: TensorLike | None = None) -> TensorLike:
     """mean H(pi(.|s)) = mean(-sum_a pi(a|s) log pi(a|s)), a positive number.
 
@@ -162,9 +209,7 @@ def entropy(logits: TensorLike, mask: TensorLike | None = None) -> TensorLike:
     Returns:
       scalar.
     """
-    _check_rank(logits, 2, "logits")
-    log_pi = tf.nn.log_softmax(logits)
-    return _masked_mean(-tf.reduce_sum(tf.exp(log_pi) * log_pi, axis=-1), mask)
+    return _masked_mean(Categorical(logits).entropy(), mask)
 
 
 def a3c_loss(
@@ -184,11 +229,79 @@ def a3c_loss(
     Returns:
       dict with scalars `loss`, `policy_loss`, `value_loss`, `entropy`.
     """
+    return actor_critic_loss(
+        log_prob(logits, actions),
+        Categorical(logits).entropy(),
+        values,
+        returns,
+        mask,
+        value_coef=value_coef,
+        entropy_coef=entropy_coef,
+    )
+
+
+def actor_critic_loss(
+    log_pi: TensorLike,
+    entropies: TensorLike,
+    values: TensorLike,
+    returns: TensorLike,
+    mask: TensorLike | None = None,
+    value_coef: float = 0.5,
+    entropy_coef: float = 0.01,
+) -> dict[str, TensorLike]:
+    """The A3C objective for any policy: policy loss + value_coef * value loss - entropy_coef * entropy.
+
+    For a Gaussian policy the A3C paper (supplementary section 9) uses the differential
+    entropy (1/2)(log(2 pi sigma^2) + 1) per dimension, which can be negative.
+
+    Args:
+      log_pi: [N], log pi(a_t|s_t) of the actions taken (summed over action dimensions).
+      entropies: [N], H(pi(.|s_t)).
+      values: [N], V(s_t).
+      returns: [N], R_t.
+      mask: optional [N] {0, 1}.
+
+    Returns:
+      dict with scalars `loss`, `policy_loss`, `value_loss`, `entropy`.
+    """
+    _check_rank(entropies, 1, "entropies")
+    _check_same_shape(log_pi, entropies, "log_pi and entropies")
     adv = advantages(returns, values)
     terms = {
-        "policy_loss": policy_gradient_loss(logits, actions, adv, mask),
+        "policy_loss": score_function_loss(log_pi, adv, mask),
         "value_loss": value_loss(values, returns, mask),
-        "entropy": entropy(logits, mask),
+        "entropy": _masked_mean(entropies, mask),
     }
     terms["loss"] = terms["policy_loss"] + value_coef * terms["value_loss"] - entropy_coef * terms["entropy"]
     return terms
+
+
+def reparameterised_policy_loss(
+    log_pi: TensorLike, q_values: TensorLike, alpha: float, mask: TensorLike | None = None
+) -> TensorLike:
+    """mean(alpha * log pi(f(eps; s_t)|s_t) - Q(s_t, f(eps; s_t))): soft actor-critic's policy loss.
+
+    Haarnoja et al. 2018, "Soft Actor-Critic", arXiv:1801.01290, eq. (12) (with the
+    temperature alpha of arXiv:1812.05905, eq. (7)). The action a_t = f_phi(eps_t; s_t)
+    is reparameterised (e.g. `DiagGaussian.sample()`: mean + std * eps), so both inputs
+    must be computed from that sample *without* stopping its gradient. The gradient then is
+
+      grad_phi J = alpha grad_phi log pi(a|s) + (alpha grad_a log pi(a|s) - grad_a Q(s, a)) grad_phi f_phi(eps; s),
+
+    where the first grad_phi is taken with a held fixed: the policy's parameters enter
+    log pi both directly and through the action (seed 001 works this out for a Gaussian).
+
+    Args:
+      log_pi: [N] float, log pi(f(eps; s)|s) of the reparameterised actions.
+      q_values: [N] float, Q(s, f(eps; s)); Q's own parameters are not trained by this loss.
+      alpha: temperature >= 0, the weight of the entropy term.
+      mask: optional [N] {0, 1}.
+
+    Returns:
+      scalar.
+    """
+    _check_rank(log_pi, 1, "log_pi")
+    _check_same_shape(log_pi, q_values, "log_pi and q_values")
+    if not alpha >= 0:
+        raise ValueError(f"alpha must be >= 0, got {alpha!r}")
+    return _masked_mean(alpha * log_pi - q_values, mask)

@@ -1,4 +1,8 @@
-"""Actor-critic networks: observation [B, *obs_shape] -> (logits [B, A], value [B, 1])."""
+"""Actor-critic networks: observation [B, *obs_shape] -> (policy params, value [B, 1]).
+
+The policy params are logits [B, A] for a `Discrete(A)` action space and
+concat(mean, log_std) [B, 2D] for a `Box((D,))` one (see `keras_a3c.distributions`).
+"""
 
 from __future__ import annotations
 
@@ -7,29 +11,125 @@ from collections.abc import Sequence
 import gymnasium as gym
 import keras
 import numpy as np
+import tensorflow as tf
 
+from keras_a3c.distributions import for_action_space
 from keras_a3c.envs import check_spaces
+
+STD_PARAMETERISATIONS = ("state_independent", "softplus")
+# Below this, log(softplus(z)) = z to float32 precision, and softplus(z) itself heads for 0.
+LOG_SOFTPLUS_LINEAR_BELOW = -20.0
+
+
+def log_softplus(z: tf.Tensor) -> tf.Tensor:
+    """log(softplus(z)) = log(log(1 + e^z)), finite with a finite gradient for every float32 z."""
+    safe = tf.maximum(z, LOG_SOFTPLUS_LINEAR_BELOW)
+    return tf.where(z > LOG_SOFTPLUS_LINEAR_BELOW, tf.math.log(tf.nn.softplus(safe)), z)
+
+
+@keras.saving.register_keras_serializable(package="keras_a3c")
+class GaussianHead(keras.layers.Layer):
+    """The policy head of a diagonal Gaussian policy: features [B, F] -> [B, 2D] = concat(mean, log_std).
+
+    The mean is a linear layer, as in A3C (Mnih et al. 2016, supplementary section 9). The std is
+      - "state_independent": one learned log std per action dimension (as in SB3 and PPO), or
+      - "softplus": the paper's sigma^2 = softplus(linear(features)), returned as
+        log_std = log(softplus(z)) / 2 computed in log space.
+    `DiagGaussian` clamps the log std to [LOG_STD_MIN, LOG_STD_MAX].
+
+    Args:
+      action_dim: D.
+      std: "state_independent" or "softplus".
+      log_std_init: the initial log std (for "softplus", that of a zero pre-activation).
+      mean_initializer: initializer of the mean's kernel.
+    """
+
+    def __init__(
+        self,
+        action_dim: int,
+        std: str = "state_independent",
+        log_std_init: float = 0.0,
+        mean_initializer: str | keras.initializers.Initializer = "glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if std not in STD_PARAMETERISATIONS:
+            raise ValueError(f"std must be one of {STD_PARAMETERISATIONS}, got {std!r}")
+        if not (isinstance(action_dim, (int, np.integer)) and action_dim >= 1):
+            raise ValueError(f"action_dim must be an integer >= 1, got {action_dim!r}")
+        self.action_dim = int(action_dim)
+        self.std = std
+        self.log_std_init = float(log_std_init)
+        self.mean_initializer = keras.initializers.get(mean_initializer)
+
+    def build(self, input_shape):
+        features = int(input_shape[-1])
+        self.mean_kernel = self.add_weight(
+            name="mean_kernel", shape=(features, self.action_dim), initializer=self.mean_initializer
+        )
+        self.mean_bias = self.add_weight(name="mean_bias", shape=(self.action_dim,), initializer="zeros")
+        if self.std == "state_independent":
+            self.log_std = self.add_weight(
+                name="log_std", shape=(self.action_dim,), initializer=keras.initializers.Constant(self.log_std_init)
+            )
+        else:
+            # softplus(bias) = exp(2 * log_std_init): the initial variance when the kernel term is 0.
+            bias = float(np.log(np.expm1(np.exp(2.0 * self.log_std_init))))
+            self.variance_kernel = self.add_weight(
+                name="variance_kernel",
+                shape=(features, self.action_dim),
+                initializer=keras.initializers.Orthogonal(0.01),
+            )
+            self.variance_bias = self.add_weight(
+                name="variance_bias", shape=(self.action_dim,), initializer=keras.initializers.Constant(bias)
+            )
+
+    def call(self, features):
+        mean = tf.matmul(features, self.mean_kernel) + self.mean_bias
+        if self.std == "state_independent":
+            log_std = tf.zeros_like(mean) + self.log_std
+        else:
+            log_std = 0.5 * log_softplus(tf.matmul(features, self.variance_kernel) + self.variance_bias)
+        return tf.concat([mean, log_std], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], 2 * self.action_dim)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "action_dim": self.action_dim,
+            "std": self.std,
+            "log_std_init": self.log_std_init,
+            "mean_initializer": keras.initializers.serialize(self.mean_initializer),
+        }
 
 
 def actor_critic_mlp(
     observation_space: gym.spaces.Box,
-    action_space: gym.spaces.Discrete,
+    action_space: gym.spaces.Discrete | gym.spaces.Box,
     hidden_units: Sequence[int] = (64, 64),
     activation: str = "tanh",
     name: str = "actor_critic",
+    std: str = "state_independent",
+    log_std_init: float = 0.0,
 ) -> keras.Model:
-    """A shared-trunk MLP with a policy-logits head and a value head (A3C, section 5.1).
+    """A shared-trunk MLP with a policy head and a value head (A3C, section 5.1).
 
     Args:
       observation_space: a `Box`; its shape is the model's input shape.
-      action_space: a `Discrete(A)`; the logits head has A units.
+      action_space: `Discrete(A)`: the policy head is a Dense layer of A logits;
+        `Box((D,))`: a `GaussianHead` with D means and D log stds.
       hidden_units: widths of the shared Dense trunk.
       activation: the trunk's activation.
       name: the model's name.
+      std: the Gaussian head's std parameterisation, "state_independent" or "softplus"
+        (ignored for Discrete actions); see `GaussianHead`.
+      log_std_init: the Gaussian head's initial log std (ignored for Discrete actions).
 
     Returns:
       A functional `keras.Model` mapping float32 [B, *obs_shape] to
-      (logits [B, A], value [B, 1]).
+      (logits [B, A] or concat(mean, log_std) [B, 2D], value [B, 1]).
     """
     check_spaces(observation_space, action_space)
     inputs = keras.Input(observation_space.shape, name="observation")
@@ -41,17 +141,27 @@ def actor_critic_mlp(
             kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2.0)),
             name=f"trunk_{i}",
         )(x)
-    # Small initial logits keep the first policy close to uniform (as in SB3/Baselines).
-    logits = keras.layers.Dense(
-        int(action_space.n), kernel_initializer=keras.initializers.Orthogonal(0.01), name="logits"
-    )(x)
+    # Small initial logits (means) keep the first policy close to uniform (zero-mean), as in SB3/Baselines.
+    if isinstance(action_space, gym.spaces.Box):
+        policy = GaussianHead(
+            int(action_space.shape[0]), std=std, log_std_init=log_std_init,
+            mean_initializer=keras.initializers.Orthogonal(0.01), name="gaussian",
+        )(x)
+    else:
+        policy = keras.layers.Dense(
+            int(action_space.n), kernel_initializer=keras.initializers.Orthogonal(0.01), name="logits"
+        )(x)
     value = keras.layers.Dense(1, kernel_initializer=keras.initializers.Orthogonal(1.0), name="value")(x)
-    return keras.Model(inputs, [logits, value], name=name)
+    return keras.Model(inputs, [policy, value], name=name)
 
 
-def check_network(network: keras.Model, observation_space: gym.spaces.Box, action_space: gym.spaces.Discrete) -> None:
+def check_network(
+    network: keras.Model, observation_space: gym.spaces.Box, action_space: gym.spaces.Discrete | gym.spaces.Box
+) -> None:
     """Raise a `ValueError` that names the problem unless `network` maps a batch of
-    observations to (logits [B, action_space.n], value [B] or [B, 1])."""
+    observations to (policy params, value [B] or [B, 1]): logits [B, A] for `Discrete(A)`,
+    concat(mean, log_std) [B, 2D] for `Box((D,))`."""
+    distribution = for_action_space(action_space)
     if not isinstance(network, keras.Model):
         raise TypeError(f"the network must be a keras.Model, got {type(network).__name__}")
     batch = np.zeros((2, *observation_space.shape), dtype=np.float32)
@@ -64,15 +174,16 @@ def check_network(network: keras.Model, observation_space: gym.spaces.Box, actio
         ) from exc
     if not isinstance(outputs, (list, tuple)) or len(outputs) != 2:
         raise ValueError(
-            "the network must return two outputs (logits [B, num_actions], value [B, 1]); "
+            "the network must return two outputs (policy params [B, num_actions or 2 * action_dim], value [B, 1]); "
             f"got {type(outputs).__name__} of length {len(outputs) if isinstance(outputs, (list, tuple)) else 1}"
         )
-    logits, value = outputs
-    expected = (2, int(action_space.n))
-    if tuple(logits.shape) != expected:
+    params, value = outputs
+    width = distribution.num_params(action_space)
+    if tuple(params.shape) != (2, width):
+        what = "logits" if isinstance(action_space, gym.spaces.Discrete) else "Gaussian mean and log std"
         raise ValueError(
-            f"the network's first output (logits) must have shape [B, {action_space.n}] for the action "
-            f"space {action_space}; for a batch of 2 it returned {tuple(logits.shape)}"
+            f"the network's first output ({what}) must have shape [B, {width}] for the action "
+            f"space {action_space}; for a batch of 2 it returned {tuple(params.shape)}"
         )
     if tuple(value.shape) not in ((2,), (2, 1)):
         raise ValueError(

@@ -13,6 +13,7 @@ Who owns what (all threads run in one process):
 
 from __future__ import annotations
 
+import array
 import collections
 import threading
 import time
@@ -21,12 +22,21 @@ from collections.abc import Callable
 import numpy as np
 from gymnasium.vector import VectorEnv
 
-from keras_a3c.acting import LocalPolicy, sample_actions
+from keras_a3c.acting import LocalPolicy
 from keras_a3c.envs import check_finite
+from keras_a3c.segment import SegmentLayout
+
+EPISODE_FIELDS = ("time", "env_steps", "return", "length")
 
 
 class RunState:
-    """Counters, episode statistics and the stop signal shared by the workers of one `fit`."""
+    """Counters, episode statistics and the stop signal shared by the workers of one `fit`.
+
+    Env steps are counted as they are taken (as SB3 counts `num_timesteps`), so a
+    finished episode is stamped with the global env-step count and the seconds since
+    `start_time` at which it ended. Every finished episode is kept, in the order they
+    finished, as 8 bytes per field (see `episode_log`).
+    """
 
     def __init__(self, num_workers: int, total_steps: int, window: int = 100):
         self.lock = threading.Lock()
@@ -35,26 +45,49 @@ class RunState:
         self.env_steps = 0
         self.worker_steps = [0] * num_workers
         self.worker_updates = [0] * num_workers
-        self.episodes = 0
+        self.updates = 0
+        self._lag_sum = self._lag_count = 0  # policy lag since the last `reset_interval`
         self.recent_returns: collections.deque[float] = collections.deque(maxlen=window)
         self.recent_lengths: collections.deque[int] = collections.deque(maxlen=window)
+        self._log = {key: array.array("d") for key in EPISODE_FIELDS}
         self.error: BaseException | None = None
         self.start_time = time.perf_counter()
 
-    def add_segment(self, worker_id: int, steps: int) -> None:
-        """Count one applied update and the `steps` env transitions it learned from."""
+    @property
+    def episodes(self) -> int:
+        return len(self._log["return"])
+
+    def add_steps(self, worker_id: int, steps: int, returns: np.ndarray, lengths: np.ndarray) -> None:
+        """Count `steps` env transitions of one vector step, and the episodes they finished."""
+        now = time.perf_counter() - self.start_time
         with self.lock:
             self.env_steps += steps
             self.worker_steps[worker_id] += steps
-            self.worker_updates[worker_id] += 1
+            if len(returns):
+                self.recent_returns.extend(returns.tolist())
+                self.recent_lengths.extend(lengths.tolist())
+                self._log["time"].extend([now] * len(returns))
+                self._log["env_steps"].extend([self.env_steps] * len(returns))
+                self._log["return"].extend(returns.tolist())
+                self._log["length"].extend(lengths.tolist())
             if self.env_steps >= self.total_steps:
                 self.stop.set()
 
-    def add_episodes(self, returns: np.ndarray, lengths: np.ndarray) -> None:
+    def add_update(self, worker_id: int, read_version: int) -> int:
+        """Count one applied update by a worker whose parameters were read after
+        `read_version` updates; returns the update count after this one. The policy
+        lag is the number of updates other workers applied in between."""
         with self.lock:
-            self.episodes += len(returns)
-            self.recent_returns.extend(returns.tolist())
-            self.recent_lengths.extend(lengths.tolist())
+            self._lag_sum += self.updates - read_version
+            self._lag_count += 1
+            self.updates += 1
+            self.worker_updates[worker_id] += 1
+            return self.updates
+
+    def reset_interval(self) -> None:
+        """Start a new averaging interval for `policy_lag` (at each epoch end)."""
+        with self.lock:
+            self._lag_sum = self._lag_count = 0
 
     def fail(self, error: BaseException) -> None:
         with self.lock:
@@ -62,19 +95,31 @@ class RunState:
                 self.error = error
         self.stop.set()
 
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start_time
+
     def snapshot(self) -> dict[str, float]:
         """Episode and step statistics; NaN returns until the first episode ends."""
         with self.lock:
             returns, lengths = list(self.recent_returns), list(self.recent_lengths)
             steps, episodes = self.env_steps, self.episodes
-        elapsed = time.perf_counter() - self.start_time
+            lag = self._lag_sum / self._lag_count if self._lag_count else float("nan")
+        elapsed = self.elapsed()
         return {
             "episode_return": float(np.mean(returns)) if returns else float("nan"),
             "episode_length": float(np.mean(lengths)) if lengths else float("nan"),
             "episodes": episodes,
             "env_steps": steps,
+            "time": elapsed,
             "steps_per_second": steps / max(elapsed, 1e-9),
+            "policy_lag": lag,
         }
+
+    def episode_log(self) -> dict[str, np.ndarray]:
+        """Every finished episode, in finishing order: `time` (s since start), `env_steps`
+        (global count when it ended), `return`, `length`; each a float64 array [episodes]."""
+        with self.lock:
+            return {key: np.array(values) for key, values in self._log.items()}
 
 
 class Worker(threading.Thread):
@@ -82,9 +127,11 @@ class Worker(threading.Thread):
     sends the segment to `train_function`, which updates the shared model and
     returns the new parameters for the worker's own copy.
 
-    Segment layout (T = n_steps, B = envs in the worker's vector env):
-      observations [T+1, B, *obs_shape] float32 (the last row is the bootstrap observation),
-      actions [T, B] int32, rewards [T, B] float32, terminated / truncated / valid [T, B] bool.
+    The segment (T = n_steps, B = envs in the worker's vector env) is one packed float32
+    array [T+1, B, F] (see `keras_a3c.segment`): observations, the actions taken (Discrete
+    indices, or the unclipped Gaussian samples of a Box policy; the env is stepped with them
+    clipped to its bounds), rewards, terminated / truncated / valid flags; row T holds the
+    bootstrap observation.
     """
 
     def __init__(
@@ -92,10 +139,11 @@ class Worker(threading.Thread):
         worker_id: int,
         env: VectorEnv,
         policy: LocalPolicy,
-        train_function: Callable[..., list],
+        train_function: Callable[[np.ndarray], list[np.ndarray]],
         initial_weights: list,
         state: RunState,
         n_steps: int,
+        layout: SegmentLayout,
         seed: int,
         train_lock: threading.Lock | None,
     ):
@@ -106,10 +154,12 @@ class Worker(threading.Thread):
         self.train_function = train_function
         self.state = state
         self.n_steps = n_steps
+        self.layout = layout
         self.seed = seed
         self.train_lock = train_lock
         self.rng = np.random.default_rng(seed)
         policy.sync(initial_weights)
+        self.version = 0  # shared updates applied before theta' was last read
 
     def run(self) -> None:
         try:
@@ -119,44 +169,49 @@ class Worker(threading.Thread):
             self.state.fail(error)
 
     def _run(self) -> None:
-        env, T = self.env, self.n_steps
+        env, T, layout, sampler = self.env, self.n_steps, self.layout, self.policy.sampler
         B = env.num_envs
         where = f"worker {self.worker_id}"
         obs, _ = env.reset(seed=self.seed)
-        obs_buf = np.zeros((T + 1, B, *obs.shape[1:]), np.float32)
-        actions = np.zeros((T, B), np.int32)
-        rewards = np.zeros((T, B), np.float32)
-        terminated = np.zeros((T, B), bool)
-        truncated = np.zeros((T, B), bool)
-        valid = np.zeros((T, B), bool)
+        segment = layout.empty(T, B)
+        # Views into the packed segment, one per column group.
+        observations = segment[:, :, layout.observation]
+        actions = segment[:T, :, layout.action].reshape(T, B, *layout.action_shape)
+        rewards, terminated, truncated, valid = (
+            segment[:T, :, c] for c in (layout.reward, layout.terminated, layout.truncated, layout.valid)
+        )
         episode_return = np.zeros(B, np.float64)
         episode_length = np.zeros(B, np.int64)
-        reset_pending = np.zeros(B, bool)
+        reset_pending = np.zeros(B, bool)  # NEXT_STEP autoreset: this step only resets these envs
         vector_steps = 0
         check_finite("observation", obs, f"{where}, reset")
         while not self.state.stop.is_set():
             for t in range(T):
-                obs_buf[t] = obs
-                action = sample_actions(self.policy.logits(obs_buf[t]), self.rng)
-                obs, reward, term, trunc, _ = env.step(action)
+                observations[t] = obs.reshape(B, -1)
+                action = self.policy.sample(obs, self.rng)
+                obs, reward, term, trunc, _ = env.step(sampler.to_env(action))
                 vector_steps += 1
                 step_where = f"{where}, vector-env step {vector_steps} (envs 0..{B - 1})"
                 check_finite("observation", obs, step_where)
                 check_finite("reward", reward, step_where)
+                steps = B - int(np.count_nonzero(reset_pending))
                 actions[t], rewards[t], terminated[t], truncated[t] = action, reward, term, trunc
                 valid[t] = ~reset_pending
                 episode_return += reward
-                episode_length += valid[t]
-                reset_pending = term | trunc
-                if reset_pending.any():
-                    self.state.add_episodes(episode_return[reset_pending], episode_length[reset_pending])
-                    episode_return[reset_pending] = 0.0
-                    episode_length[reset_pending] = 0
-            obs_buf[T] = obs
+                episode_length += ~reset_pending
+                reset_pending = done = term | trunc
+                self.state.add_steps(self.worker_id, steps, episode_return[done], episode_length[done])
+                episode_return[done] = 0.0
+                episode_length[done] = 0
+            observations[T] = obs.reshape(B, -1)
             if self.train_lock is None:
-                weights = self.train_function((obs_buf, actions, rewards, terminated, truncated, valid))
+                self._update(segment)
             else:
                 with self.train_lock:
-                    weights = self.train_function((obs_buf, actions, rewards, terminated, truncated, valid))
-            self.policy.sync(weights)
-            self.state.add_segment(self.worker_id, int(valid.sum()))
+                    self._update(segment)
+
+    def _update(self, segment: np.ndarray) -> None:
+        """Apply one update to the shared model, then refresh theta' from it."""
+        weights = self.train_function(segment)
+        self.version = self.state.add_update(self.worker_id, self.version)
+        self.policy.sync(weights)

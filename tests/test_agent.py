@@ -8,7 +8,7 @@ import gymnasium as gym
 import keras
 import numpy as np
 import pytest
-from envs import FaultyEnv, IdentityEnv
+from envs import FaultyEnv, IdentityEnv, SpaceEnv
 
 import keras_a3c
 from keras_a3c.acting import numpy_forward
@@ -57,6 +57,25 @@ def test_all_workers_share_one_model_and_counters_are_exact():
     assert all(updates > 0 for updates in state.worker_updates)
     after = agent.network.trainable_variables
     assert any(not np.allclose(b, a.numpy()) for b, a in zip(before, after, strict=True))
+
+
+def test_one_history_row_per_epoch_of_env_steps():
+    agent = make_agent()
+    history = agent.fit("CartPole-v1", total_steps=3000, workers=2, envs_per_worker=4, steps_per_epoch=500, verbose=0)
+    steps = agent.worker_state.env_steps
+    assert history.epoch == list(range(-(-steps // 500)))  # however fast the workers ran past the boundaries
+    assert history.history["env_steps"][-1] == steps
+
+
+def test_policy_lag_counts_the_updates_of_other_workers():
+    agent = make_agent()
+    history = agent.fit("CartPole-v1", total_steps=2000, workers=1, envs_per_worker=4, verbose=0)
+    assert history.history["policy_lag"][-1] == 0.0  # a lone worker always acts on the latest parameters
+    agent = make_agent()
+    history = agent.fit("CartPole-v1", total_steps=6000, workers=3, envs_per_worker=4, verbose=0)
+    lag = history.history["policy_lag"][-1]
+    assert 0.5 < lag < 10.0  # about 2: the other two workers each update once per segment of this one
+    assert agent.worker_state.updates == int(agent.optimizer.iterations)
 
 
 def test_train_function_traced_once_before_workers_start():
@@ -212,7 +231,7 @@ def test_compile_rejects_bad_values(kwargs, message):
         ("CartPole-v1", {"total_steps": 0}, "total_steps"),
         ("CartPole-v1", {"envs_per_worker": 0}, "envs_per_worker"),
         ("NoSuchEnv-v0", {}, "unknown environment id 'NoSuchEnv-v0'"),
-        ("Pendulum-v1", {}, "unsupported action space Box"),
+        (lambda: SpaceEnv(gym.spaces.MultiBinary(4)), {}, "unsupported action space MultiBinary"),
         (lambda: gym.make("Blackjack-v1"), {}, "unsupported observation space Tuple"),
         (IdentityEnv, {}, "logits"),  # CartPole's 2-action model against a 4-action env
     ],

@@ -1,6 +1,7 @@
 """examples/cartpole.py end to end with a tiny budget, and its flagfile."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -15,12 +16,15 @@ def run_example(*args):
 
 def test_cartpole_example_trains_evaluates_and_exports(tmp_path):
     export_dir = tmp_path / "policy"
+    curve = tmp_path / "plots" / "curve.png"
     out = run_example("--workers=2", "--envs_per_worker=4", "--total_steps=3000", "--eval_episodes=3",
-                      "--steps_per_epoch=1000", "--verbose=2", f"--export_dir={export_dir}")
+                      "--steps_per_epoch=1000", "--verbose=2", f"--export_dir={export_dir}", f"--plot={curve}")
     assert out.returncode == 0, out.stderr
     assert "env_steps" in out.stdout and "steps_per_second" in out.stdout
     assert "greedy policy over 3 episodes" in out.stdout
     assert (export_dir / "saved_model.pb").exists()
+    assert f"wrote learning curves to {curve}" in out.stdout
+    assert curve.read_bytes().startswith(b"\x89PNG")
 
 
 def test_cartpole_example_rejects_invalid_flags(tmp_path):
@@ -49,3 +53,58 @@ def test_flagfile_holds_the_flag_defaults():
             name, value = name[2:], "false"
         flag = flag_values[name]
         assert flag.parser.parse(value) == flag.default, f"--{name}: flagfile {value!r} vs default {flag.default!r}"
+
+
+PENDULUM = os.path.join(ROOT, "examples", "pendulum.py")
+
+LOAD_PENDULUM_POLICY = """
+import json, sys
+import numpy as np
+import tensorflow as tf
+policy = tf.saved_model.load(sys.argv[1])
+actions = policy.serve(tf.constant(np.random.default_rng(0).uniform(-8, 8, (5, 3)), tf.float32))
+print(json.dumps({"dtype": actions.dtype.name, "shape": actions.shape.as_list(),
+                  "min": float(tf.reduce_min(actions)), "max": float(tf.reduce_max(actions))}))
+"""
+
+# Run in a fresh interpreter: both examples define flags of the same names in absl's global FLAGS.
+CHECK_FLAGFILE = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location("example", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+lines = [line.strip() for line in open(sys.argv[2]) if line.strip() and not line.startswith("#")]
+assert "--workers=8" in lines
+for line in lines:
+    name, _, value = line[2:].partition("=")
+    if not value and name.startswith("no") and name[2:] in module.FLAGS:
+        name, value = name[2:], "false"
+    flag = module.FLAGS[name]
+    assert flag.parser.parse(value) == flag.default, f"--{name}: flagfile {value!r} vs default {flag.default!r}"
+print(len(lines), "flags match")
+"""
+
+
+def test_pendulum_example_trains_evaluates_and_exports(tmp_path):
+    export_dir = tmp_path / "policy"
+    out = subprocess.run(
+        [sys.executable, PENDULUM, "--workers=2", "--envs_per_worker=4", "--total_steps=2000", "--eval_episodes=2",
+         "--steps_per_epoch=1000", "--verbose=2", "--std=softplus", f"--export_dir={export_dir}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "env_steps" in out.stdout and "deterministic policy over 2 episodes" in out.stdout
+    loaded = subprocess.run([sys.executable, "-c", LOAD_PENDULUM_POLICY, str(export_dir)], capture_output=True,
+                            text=True, check=True, timeout=120)
+    served = json.loads(loaded.stdout.strip().splitlines()[-1])
+    assert served["dtype"] == "float32" and served["shape"] == [5, 1]
+    assert -2.0 <= served["min"] <= served["max"] <= 2.0
+
+
+def test_pendulum_flagfile_holds_the_flag_defaults():
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK_FLAGFILE, PENDULUM, os.path.join(ROOT, "flags", "pendulum.flags")],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "flags match" in out.stdout

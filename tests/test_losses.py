@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_a3c import losses
+from keras_a3c.distributions import DiagGaussian
 
 
 @pytest.fixture(params=["eager", "tf_function"])
@@ -59,6 +60,23 @@ def test_advantage_gradient_is_stopped():
 
 def test_value_loss(run):
     np.testing.assert_allclose(run(losses.value_loss, tf.constant([1.0, 2.0]), tf.constant([3.0, 1.0])), 2.5)
+
+
+def test_explained_variance(run):
+    # R = (1, 2, 3, 4): Var 1.25. V = (1, 2, 3, 3): R - V = (0, 0, 0, 1), Var 0.1875.
+    returns, values = tf.constant([1.0, 2.0, 3.0, 4.0]), tf.constant([1.0, 2.0, 3.0, 3.0])
+    np.testing.assert_allclose(run(losses.explained_variance, values, returns), 1 - 0.1875 / 1.25, rtol=1e-6)
+    np.testing.assert_allclose(run(losses.explained_variance, returns, returns), 1.0)
+    # A constant critic explains nothing; one that adds noise is worse than nothing.
+    np.testing.assert_allclose(run(losses.explained_variance, tf.fill([4], 7.0), returns), 0.0, atol=1e-6)
+    np.testing.assert_allclose(run(losses.explained_variance, tf.constant([4.0, 3.0, 2.0, 1.0]), returns), -3.0)
+    # Masked: only the first three count, where V = R exactly.
+    mask = tf.constant([1.0, 1.0, 1.0, 0.0])
+    np.testing.assert_allclose(run(losses.explained_variance, values, returns, mask), 1.0)
+    # Returns without variance: nothing to explain, 0 rather than NaN.
+    np.testing.assert_allclose(run(losses.explained_variance, values, tf.fill([4], 2.0)), 0.0)
+    with pytest.raises(ValueError, match="values and returns"):
+        losses.explained_variance(values, returns[:3])
 
 
 def test_entropy_is_positive_and_exact(run):
@@ -183,3 +201,162 @@ def test_policy_gradient_theorem_on_a_two_step_mdp():
             loss += gamma**t * losses.policy_gradient_loss(tf.gather(theta, states), actions, adv)
     estimate = -tf.convert_to_tensor(tape.gradient(loss, theta)).numpy()
     np.testing.assert_allclose(estimate, exact, atol=0.02)
+
+
+def test_score_function_loss_and_actor_critic_loss(run):
+    log_pi = tf.constant([math.log(0.5), math.log(0.25)])
+    np.testing.assert_allclose(
+        run(losses.score_function_loss, log_pi, tf.constant([2.0, 0.5])), (2 * math.log(2) + 0.5 * math.log(4)) / 2,
+        rtol=1e-6,
+    )
+    # The categorical a3c_loss is actor_critic_loss fed with the categorical log pi and entropy.
+    values, returns = tf.constant([1.0, 2.0]), tf.constant([3.0, 1.0])
+    h1 = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    terms = run(lambda *a: losses.actor_critic_loss(*a, entropy_coef=0.1), log_pi, tf.constant([math.log(2), h1]),
+                values, returns)
+    pg = (2 * math.log(2) - math.log(4)) / 2  # advantages (2, -1)
+    np.testing.assert_allclose(terms["loss"], pg + 0.5 * 2.5 - 0.1 * (math.log(2) + h1) / 2, rtol=1e-6)
+    categorical = losses.a3c_loss(LOGITS, values, ACTIONS, returns, entropy_coef=0.1)
+    for key in ("loss", "policy_loss", "value_loss", "entropy"):
+        np.testing.assert_allclose(categorical[key], terms[key], rtol=1e-6)
+
+
+def test_actor_critic_loss_with_a_gaussian_policy(run):
+    """One dimension, mean 0, std 1, action 1: log pi = -1/2 - log(2 pi)/2, H = (1 + log(2 pi))/2."""
+
+    def loss(mean, log_std, actions, values, returns, mask):
+        pi = DiagGaussian(mean, log_std)
+        return losses.actor_critic_loss(pi.log_prob(actions), pi.entropy(), values, returns, mask,
+                                        value_coef=0.5, entropy_coef=0.01)
+
+    terms = run(loss, tf.zeros([2, 1]), tf.zeros([2, 1]), tf.constant([[1.0], [5.0]]), tf.constant([0.0, 0.0]),
+                tf.constant([2.0, 7.0]), tf.constant([1.0, 0.0]))  # the second row is masked out
+    log_pi = -0.5 - 0.5 * math.log(2 * math.pi)
+    entropy = 0.5 * (1 + math.log(2 * math.pi))
+    np.testing.assert_allclose(terms["policy_loss"], -log_pi * 2.0, rtol=1e-6)
+    np.testing.assert_allclose(terms["entropy"], entropy, rtol=1e-6)
+    np.testing.assert_allclose(terms["loss"], -log_pi * 2.0 + 0.5 * 4.0 - 0.01 * entropy, rtol=1e-6)
+
+
+def test_reparameterised_policy_loss(run):
+    loss = run(lambda lp, q: losses.reparameterised_policy_loss(lp, q, alpha=0.2), tf.constant([-1.0, 0.5]),
+               tf.constant([3.0, -1.0]))
+    np.testing.assert_allclose(loss, ((0.2 * -1.0 - 3.0) + (0.2 * 0.5 + 1.0)) / 2, rtol=1e-6)
+    masked = losses.reparameterised_policy_loss(tf.constant([-1.0, 0.5]), tf.constant([3.0, -1.0]), 0.2,
+                                                mask=tf.constant([0.0, 1.0]))
+    np.testing.assert_allclose(masked, 0.2 * 0.5 + 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="alpha"):
+        losses.reparameterised_policy_loss(tf.constant([1.0]), tf.constant([1.0]), alpha=-1.0)
+
+
+@pytest.mark.parametrize(
+    "fn, args",
+    [
+        (losses.score_function_loss, (tf.zeros([3]), tf.zeros([3, 1]))),
+        (losses.actor_critic_loss, (tf.zeros([3]), tf.zeros([3, 1]), tf.zeros([3]), tf.zeros([3]))),
+        (losses.actor_critic_loss, (tf.zeros([3, 1]), tf.zeros([3]), tf.zeros([3]), tf.zeros([3]))),
+        (lambda lp, q: losses.reparameterised_policy_loss(lp, q, 0.1), (tf.zeros([3]), tf.zeros([3, 1]))),
+    ],
+)
+def test_generic_losses_reject_broadcasting(run, fn, args):
+    with pytest.raises(ValueError, match="shape|rank"):
+        run(fn, *args)
+
+
+class TestSeed001ReparameterisedGaussian:
+    """Seed 001: for a Gaussian policy N(mu_phi(s), sigma_phi(s)) and a = f_phi(eps; s) = mu + sigma * eps,
+
+        grad_phi log pi(f_phi(eps; s)|s) = grad_a log pi(a|s) grad_phi f_phi(eps; s) + grad_phi log pi(a|s) at a fixed,
+
+    with the closed forms the seed writes out for one action dimension:
+        total = -grad sigma / sigma - (f - mu)(grad f - grad mu) / sigma^2 + (f - mu)^2 grad sigma / sigma^3
+        grad_a log pi = -(f - mu) / sigma^2
+        grad_phi log pi at a fixed = -grad sigma / sigma + (f - mu) grad mu / sigma^2 + (f - mu)^2 grad sigma / sigma^3
+
+    Here mu = w_mu . s + b_mu and sigma = exp(w_sigma . s + b_sigma): phi = (w_mu, b_mu, w_sigma, b_sigma),
+    so grad_phi mu = (s, 1, 0, 0) and grad_phi sigma = sigma (0, 0, s, 1).
+    """
+
+    S = np.array([0.7, -1.2, 0.4])
+
+    @staticmethod
+    def policy(phi, s):
+        k = s.shape[0]
+        mu = tf.tensordot(phi[:k], s, 1) + phi[k]
+        log_sigma = tf.tensordot(phi[k + 1 : 2 * k + 1], s, 1) + phi[2 * k + 1]
+        return mu, log_sigma
+
+    def log_pi(self, phi, s, a):
+        mu, log_sigma = self.policy(phi, s)
+        return DiagGaussian(tf.reshape(mu, [1, 1]), tf.reshape(log_sigma, [1, 1])).log_prob(tf.reshape(a, [1, 1]))[0]
+
+    def f(self, phi, s, eps):
+        """a = f_phi(eps; s) = mu + sigma * eps, as `DiagGaussian.sample` computes it."""
+        mu, log_sigma = self.policy(phi, s)
+        return mu + tf.exp(log_sigma) * eps
+
+    def closed_form(self, phi, eps):
+        s, k = self.S, self.S.shape[0]
+        mu = phi[:k] @ s + phi[k]
+        sigma = np.exp(phi[k + 1 : 2 * k + 1] @ s + phi[2 * k + 1])
+        grad_mu = np.concatenate([s, [1.0], np.zeros(k + 1)])
+        grad_sigma = sigma * np.concatenate([np.zeros(k + 1), s, [1.0]])
+        f = mu + sigma * eps
+        grad_f = grad_mu + eps * grad_sigma
+        total = -grad_sigma / sigma - (f - mu) * (grad_f - grad_mu) / sigma**2 + (f - mu) ** 2 * grad_sigma / sigma**3
+        grad_a = -(f - mu) / sigma**2
+        direct = -grad_sigma / sigma + (f - mu) * grad_mu / sigma**2 + (f - mu) ** 2 * grad_sigma / sigma**3
+        return total, grad_a, grad_f, direct, grad_sigma / sigma
+
+    @pytest.mark.parametrize("seed", range(4))
+    def test_total_gradient_is_pathwise_plus_direct_and_matches_the_seed(self, seed):
+        rng = np.random.default_rng(seed)
+        phi_value = rng.normal(0.0, 0.5, 8)
+        eps = float(rng.normal())
+        s = tf.constant(self.S)
+        phi = tf.Variable(phi_value)
+
+        # Left side: the total derivative, the action moving with phi.
+        with tf.GradientTape() as tape:
+            total = self.log_pi(phi, s, self.f(phi, s, eps))
+        total = tape.gradient(total, phi).numpy()
+
+        # Right side, each part on its own tape: grad_a log pi at a = f, grad_phi f, and grad_phi log pi at a fixed.
+        a = tf.Variable(self.f(phi, s, eps))
+        with tf.GradientTape() as tape:
+            log_pi_at_a = self.log_pi(tf.constant(phi_value), s, a)
+        grad_a = tape.gradient(log_pi_at_a, a).numpy()
+        with tf.GradientTape() as tape:
+            f = self.f(phi, s, eps)
+        grad_f = tape.gradient(f, phi).numpy()
+        with tf.GradientTape() as tape:
+            direct = self.log_pi(phi, s, tf.constant(a.numpy()))
+        direct = tape.gradient(direct, phi).numpy()
+
+        np.testing.assert_allclose(total, grad_a * grad_f + direct, rtol=1e-9, atol=1e-12)
+        want_total, want_grad_a, want_grad_f, want_direct, grad_log_sigma = self.closed_form(phi_value, eps)
+        np.testing.assert_allclose(total, want_total, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(grad_a, want_grad_a, rtol=1e-9)
+        np.testing.assert_allclose(grad_f, want_grad_f, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(direct, want_direct, rtol=1e-9, atol=1e-12)
+        # With f - mu = sigma eps the mean terms cancel: the total is -grad log sigma, yet the direct
+        # term alone is not (ignoring it, as in the seed's question, gives a different gradient).
+        np.testing.assert_allclose(total, -grad_log_sigma, rtol=1e-9, atol=1e-12)
+        assert not np.allclose(grad_a * grad_f, total)
+
+    def test_reparameterised_policy_loss_gradient(self):
+        """grad_phi of alpha log pi(f|s) - Q(s, f) with Q(s, a) = -(a - c)^2 is
+        alpha * total - dQ/da grad_phi f, dQ/da = -2 (f - c)."""
+        alpha, c = 0.3, 0.25
+        rng = np.random.default_rng(9)
+        phi_value, eps = rng.normal(0.0, 0.5, 8), 0.8
+        s, phi = tf.constant(self.S), tf.Variable(phi_value)
+        with tf.GradientTape() as tape:
+            a = self.f(phi, s, eps)
+            loss = losses.reparameterised_policy_loss(
+                tf.reshape(self.log_pi(phi, s, a), [1]), tf.reshape(-tf.square(a - c), [1]), alpha
+            )
+        total, _, grad_f, _, _ = self.closed_form(phi_value, eps)
+        k = self.S.shape[0]
+        f = phi_value[:k] @ self.S + phi_value[k] + np.exp(phi_value[k + 1 : 2 * k + 1] @ self.S + phi_value[-1]) * eps
+        np.testing.assert_allclose(tape.gradient(loss, phi), alpha * total + 2 * (f - c) * grad_f, rtol=1e-9)

@@ -1,0 +1,339 @@
+"""Time to solve CartPole-v1: keras_a3c against its peers and against the raw env step rate.
+
+    python benchmarks/cartpole_solve.py                                    # 5 seeds, default config
+    python benchmarks/cartpole_solve.py --peer sb3_a2c --peer sb3_ppo      # + Stable-Baselines3
+    python benchmarks/cartpole_solve.py --scaling 1,2,4,8,16 --seeds 3     # worker scaling
+    python benchmarks/cartpole_solve.py --hogwild_too                      # + lock-free updates
+
+The protocol, the same for every system: every finished training episode is logged with
+the wall-clock seconds since the run started (the agent is built after the clock starts)
+and the global env-step count; the run counts as solved when the mean return of the last
+100 finished training episodes first reaches 475, and is stopped there, or at the cap
+(`--max_seconds`, `--max_steps`). Each run is a fresh subprocess, so peak RSS is per run.
+keras_a3c runs with the defaults of `examples/cartpole.py` (read from flags/cartpole.flags)
+unless `--workers` or `--scaling` say otherwise. Stable-Baselines3 (optional; on a CPU
+machine `pip install torch==2.13.0` first, then `pip install stable-baselines3`) runs with
+RL-Zoo's CartPole-v1 hyperparameters.
+
+Prints one table and writes JSON (`--json`) with every run and the median/min/max.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+
+ENV_ID = "CartPole-v1"
+SOLVED_AT = 475.0
+WINDOW = 100
+FLAGFILE = os.path.join(ROOT, "flags", "cartpole.flags")
+PEERS = ("sb3_a2c", "sb3_ppo")
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("seeds", 5, "Runs per system, seeds seed_offset .. seed_offset + seeds - 1.", lower_bound=1)
+flags.DEFINE_integer("seed_offset", 0, "First seed.")
+flags.DEFINE_multi_enum("peer", [], PEERS, "Also run this Stable-Baselines3 peer (repeatable).")
+flags.DEFINE_list("scaling", [], "Also run keras_a3c with each of these worker counts, e.g. 1,2,4,8,16.")
+flags.DEFINE_integer("workers", None, "keras_a3c worker threads (default: flags/cartpole.flags).", lower_bound=1)
+flags.DEFINE_bool("hogwild_too", False, "Also run keras_a3c with lock-free (Hogwild) updates.")
+flags.DEFINE_bool("skip_default", False, "Do not run the default keras_a3c configuration.")
+flags.DEFINE_float("max_seconds", 600.0, "Cap on the wall-clock seconds of one run.", lower_bound=1.0)
+flags.DEFINE_integer("max_steps", 1_000_000, "Cap on the env steps of one run.", lower_bound=1)
+flags.DEFINE_float("env_rate_seconds", 1.0, "Seconds spent measuring each raw env step rate.", lower_bound=0.01)
+flags.DEFINE_string("json", "cartpole_solve.json", "Write every run and the summary here.")
+flags.DEFINE_string("run", None, "Internal: run one system in this process (JSON spec).")
+flags.register_validator("scaling", lambda ws: all(w.isdigit() and int(w) >= 1 for w in ws),
+                         message="--scaling must be positive integers, e.g. 1,2,4,8,16")
+
+
+# ----------------------------------------------------------------------------- protocol
+
+
+def solve_point(times: np.ndarray, steps: np.ndarray, returns: np.ndarray) -> tuple[float, int] | None:
+    """(seconds, env steps) at which the mean of the last WINDOW returns first reaches SOLVED_AT."""
+    if len(returns) < WINDOW:
+        return None
+    means = np.convolve(returns, np.ones(WINDOW) / WINDOW, mode="valid")  # means[i] ends at episode i + WINDOW - 1
+    hits = np.flatnonzero(means >= SOLVED_AT)
+    if not len(hits):
+        return None
+    i = hits[0] + WINDOW - 1
+    return float(times[i]), int(steps[i])
+
+
+def run_result(times, steps, returns, total_steps: int, seconds: float, **extra) -> dict:
+    """One run's row: solved, time and steps to solve, throughput, peak RSS."""
+    times, steps, returns = (np.asarray(x, np.float64) for x in (times, steps, returns))
+    point = solve_point(times, steps, returns)
+    best = float(np.convolve(returns, np.ones(WINDOW) / WINDOW, mode="valid").max()) if len(returns) >= WINDOW else None
+    return {
+        "solved": point is not None,
+        "seconds_to_solve": point[0] if point else None,
+        "steps_to_solve": point[1] if point else None,
+        "env_steps": int(total_steps),
+        "seconds": seconds,
+        "steps_per_second": total_steps / seconds,
+        "episodes": len(returns),
+        "best_mean_return": best,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **extra,
+    }
+
+
+def flagfile_config(path: str = FLAGFILE) -> dict[str, str]:
+    """`--name=value` lines of a flagfile as {name: value}; `--noname` as 'false'."""
+    config = {}
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("--"):
+                name, _, value = line[2:].partition("=")
+                if not _ and name.startswith("no"):
+                    name, value = name[2:], "false"
+                config[name] = value
+    return config
+
+
+# ----------------------------------------------------------------------------- systems
+
+
+def run_keras_a3c(seed: int, max_seconds: float, max_steps: int, workers: int | None, hogwild: bool) -> dict:
+    import keras
+
+    import keras_a3c
+
+    class StopAtCap(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if logs["time"] >= max_seconds:
+                self.model.stop_training = True
+
+    config = flagfile_config()
+    workers = workers or int(config["workers"])
+    start = time.perf_counter()
+    keras.utils.set_random_seed(seed)
+    obs_space, action_space = keras_a3c.envs.env_spaces(ENV_ID)
+    network = keras_a3c.actor_critic_mlp(
+        obs_space, action_space, hidden_units=[int(u) for u in config["hidden_units"].split(",")]
+    )
+    agent = keras_a3c.A3C(network)
+    agent.compile(
+        optimizer=keras.optimizers.Adam(float(config["learning_rate"])),
+        entropy_coef=float(config["entropy_coef"]),
+        value_coef=float(config["value_coef"]),
+        gamma=float(config["gamma"]),
+        n_steps=int(config["n_steps"]),
+        max_grad_norm=float(config["max_grad_norm"]) or None,
+        hogwild=hogwild,
+    )
+    fit_start = time.perf_counter()
+    history = agent.fit(
+        ENV_ID,
+        total_steps=max_steps,
+        workers=workers,
+        envs_per_worker=int(config["envs_per_worker"]),
+        seed=seed,
+        verbose=0,
+        callbacks=[keras_a3c.StopOnMeanReturn(SOLVED_AT, min_episodes=WINDOW), StopAtCap()],
+    )
+    seconds = time.perf_counter() - start
+    log = history.episodes
+    # Episode times count from the fit() call; shift them to the start of this run's clock.
+    return run_result(
+        log["time"] + (fit_start - start), log["env_steps"], log["return"], agent.worker_state.env_steps, seconds,
+        train_traces=agent.train_trace_count, updates=int(agent.optimizer.iterations),
+    )
+
+
+# RL-Zoo (rl-baselines3-zoo, hyperparams/a2c.yml and ppo.yml) settings for CartPole-v1.
+def _linear(initial: float):
+    return lambda progress_remaining: progress_remaining * initial
+
+
+SB3_CONFIGS = {
+    "sb3_a2c": ("A2C", 8, {"ent_coef": 0.0}),
+    "sb3_ppo": ("PPO", 8, {"n_steps": 32, "batch_size": 256, "gae_lambda": 0.8, "gamma": 0.98, "n_epochs": 20,
+                           "ent_coef": 0.0, "learning_rate": _linear(0.001), "clip_range": _linear(0.2)}),
+}
+
+
+def run_sb3(name: str, seed: int, max_seconds: float, max_steps: int) -> dict:
+    import stable_baselines3
+    import torch
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    algorithm, n_envs, kwargs = SB3_CONFIGS[name]
+    times, steps, returns = [], [], []
+
+    class EpisodeLog(BaseCallback):
+        def _on_step(self) -> bool:
+            now = time.perf_counter() - start
+            for info in self.locals["infos"]:
+                if "episode" in info:
+                    times.append(now)
+                    steps.append(self.num_timesteps)
+                    returns.append(info["episode"]["r"])
+            solved = len(returns) >= WINDOW and np.mean(returns[-WINDOW:]) >= SOLVED_AT
+            return not solved and now < max_seconds
+
+    start = time.perf_counter()
+    env = make_vec_env(ENV_ID, n_envs=n_envs, seed=seed)
+    model = getattr(stable_baselines3, algorithm)("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
+    model.learn(total_timesteps=max_steps, callback=EpisodeLog())
+    seconds = time.perf_counter() - start
+    return run_result(times, steps, returns, model.num_timesteps, seconds, torch_threads=torch.get_num_threads())
+
+
+def env_step_rates(seconds: float) -> dict[str, float]:
+    """Raw CartPole-v1 env steps per second with random actions: one env, and the vector
+    env of one keras_a3c worker (gymnasium's numpy-vectorised CartPole)."""
+    import gymnasium as gym
+
+    from keras_a3c.envs import make_vector_env
+
+    def rate(env, batch: int, sample) -> float:
+        env.reset(seed=0)
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            for _ in range(100):
+                env.step(sample())
+            n += 100
+        elapsed = time.perf_counter() - start
+        env.close()
+        return n * batch / elapsed
+
+    rng = np.random.default_rng(0)
+    single = gym.make(ENV_ID)
+    batch = int(flagfile_config()["envs_per_worker"])
+    vector = make_vector_env(ENV_ID, batch)
+    return {
+        "single_env": rate(single, 1, lambda: int(rng.integers(2))),
+        f"vector_env_{batch}": rate(vector, batch, lambda: rng.integers(2, size=batch)),
+    }
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def child(spec: dict) -> dict:
+    if spec["system"] == "keras_a3c":
+        return run_keras_a3c(spec["seed"], spec["max_seconds"], spec["max_steps"], spec["workers"], spec["hogwild"])
+    if spec["system"] == "env_rates":
+        return env_step_rates(spec["seconds"])
+    return run_sb3(spec["system"], spec["seed"], spec["max_seconds"], spec["max_steps"])
+
+
+def in_subprocess(spec: dict) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result.json")
+        proc = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), f"--run={json.dumps({**spec, 'out': out})}"],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"benchmark run {spec} failed:\n{proc.stderr[-3000:]}")
+        with open(out) as f:
+            return json.load(f)
+
+
+def summarise(runs: list[dict]) -> dict:
+    def stats(values):
+        values = [v for v in values if v is not None]
+        if not values:
+            return None
+        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+    return {
+        "solved": sum(r["solved"] for r in runs),
+        "runs": len(runs),
+        "seconds_to_solve": stats([r["seconds_to_solve"] for r in runs]),
+        "steps_to_solve": stats([r["steps_to_solve"] for r in runs]),
+        "steps_per_second": stats([r["steps_per_second"] for r in runs]),
+        "peak_rss_mb": stats([r["peak_rss_mb"] for r in runs]),
+    }
+
+
+def _fmt(stat: dict | None, spec: str) -> str:
+    if stat is None:
+        return "-"
+    return f"{stat['median']:{spec}} [{stat['min']:{spec}}, {stat['max']:{spec}}]"
+
+
+def print_table(systems: dict[str, dict], rates: dict[str, float]) -> None:
+    vector_rate = max(rates.values())
+    print(f"\nCartPole-v1, solved = mean of the last {WINDOW} training returns >= {SOLVED_AT:g}; "
+          "median [min, max] over seeds")
+    print("raw env steps/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in rates.items()))
+    header = ("system", "solved", "time to solve s", "env steps to solve", "env steps/s",
+              "x single env", "x vector env", "peak RSS MB")
+    rows = []
+    for name, entry in systems.items():
+        s = entry["summary"]
+        sps = s["steps_per_second"]
+        rows.append((
+            name, f"{s['solved']}/{s['runs']}", _fmt(s["seconds_to_solve"], ".1f"), _fmt(s["steps_to_solve"], ",.0f"),
+            _fmt(sps, ",.0f"), f"{sps['median'] / rates['single_env']:.3f}", f"{sps['median'] / vector_rate:.3f}",
+            _fmt(s["peak_rss_mb"], ".0f"),
+        ))
+    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
+    for row in (header, *rows):
+        print(" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def main(argv):
+    del argv
+    if FLAGS.run:
+        spec = json.loads(FLAGS.run)
+        result = child(spec)
+        with open(spec["out"], "w") as f:
+            json.dump(result, f)
+        return
+
+    caps = {"max_seconds": FLAGS.max_seconds, "max_steps": FLAGS.max_steps}
+    default_workers = FLAGS.workers or int(flagfile_config()["workers"])
+    variants: dict[str, dict] = {}
+    if not FLAGS.skip_default:
+        variants[f"keras_a3c {default_workers} workers"] = {"system": "keras_a3c", "workers": default_workers,
+                                                            "hogwild": False}
+    if FLAGS.hogwild_too:
+        variants[f"keras_a3c {default_workers} workers hogwild"] = {"system": "keras_a3c",
+                                                                    "workers": default_workers, "hogwild": True}
+    for w in FLAGS.scaling:
+        variants.setdefault(f"keras_a3c {int(w)} workers", {"system": "keras_a3c", "workers": int(w), "hogwild": False})
+    for peer in FLAGS.peer:
+        variants[peer] = {"system": peer}
+
+    rates = in_subprocess({"system": "env_rates", "seconds": FLAGS.env_rate_seconds})
+    systems = {}
+    for name, variant in variants.items():
+        runs = []
+        for seed in range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds):
+            run = {"seed": seed, **in_subprocess({**variant, **caps, "seed": seed})}
+            print(f"{name} seed {seed}: solved {run['solved']}, {run['seconds_to_solve'] or '-'} s, "
+                  f"{run['steps_to_solve'] or '-'} steps, {run['steps_per_second']:,.0f} steps/s, "
+                  f"peak RSS {run['peak_rss_mb']:.0f} MB", flush=True)
+            runs.append(run)
+        systems[name] = {"config": variant, "runs": runs, "summary": summarise(runs)}
+    print_table(systems, rates)
+    with open(FLAGS.json, "w") as f:
+        json.dump({"protocol": {"env": ENV_ID, "solved_at": SOLVED_AT, "window": WINDOW, **caps},
+                   "env_steps_per_second": rates, "systems": systems, "cpus": os.cpu_count()}, f, indent=1)
+    print(f"wrote {FLAGS.json}")
+
+
+if __name__ == "__main__":
+    app.run(main)
