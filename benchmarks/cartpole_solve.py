@@ -33,14 +33,14 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
+from common import ENV_ID, default_agent, flagfile_config  # noqa: E402
 
-ENV_ID = "CartPole-v1"
 SOLVED_AT = 475.0
 WINDOW = 100
-FLAGFILE = os.path.join(ROOT, "flags", "cartpole.flags")
 PEERS = ("sb3_a2c", "sb3_ppo")
 
 FLAGS = flags.FLAGS
@@ -80,6 +80,11 @@ def run_result(times, steps, returns, total_steps: int, seconds: float, **extra)
     times, steps, returns = (np.asarray(x, np.float64) for x in (times, steps, returns))
     point = solve_point(times, steps, returns)
     best = float(np.convolve(returns, np.ones(WINDOW) / WINDOW, mode="valid").max()) if len(returns) >= WINDOW else None
+    # Sustained throughput: over the second half of the run's episodes, set-up excluded.
+    half = len(times) // 2
+    sustained = None
+    if len(times) > 2 and times[-1] > times[half]:
+        sustained = (steps[-1] - steps[half]) / (times[-1] - times[half])
     return {
         "solved": point is not None,
         "seconds_to_solve": point[0] if point else None,
@@ -87,25 +92,12 @@ def run_result(times, steps, returns, total_steps: int, seconds: float, **extra)
         "env_steps": int(total_steps),
         "seconds": seconds,
         "steps_per_second": total_steps / seconds,
+        "sustained_steps_per_second": sustained,
         "episodes": len(returns),
         "best_mean_return": best,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         **extra,
     }
-
-
-def flagfile_config(path: str = FLAGFILE) -> dict[str, str]:
-    """`--name=value` lines of a flagfile as {name: value}; `--noname` as 'false'."""
-    config = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith("--"):
-                name, _, value = line[2:].partition("=")
-                if not _ and name.startswith("no"):
-                    name, value = name[2:], "false"
-                config[name] = value
-    return config
 
 
 # ----------------------------------------------------------------------------- systems
@@ -125,20 +117,7 @@ def run_keras_a3c(seed: int, max_seconds: float, max_steps: int, workers: int | 
     workers = workers or int(config["workers"])
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    obs_space, action_space = keras_a3c.envs.env_spaces(ENV_ID)
-    network = keras_a3c.actor_critic_mlp(
-        obs_space, action_space, hidden_units=[int(u) for u in config["hidden_units"].split(",")]
-    )
-    agent = keras_a3c.A3C(network)
-    agent.compile(
-        optimizer=keras.optimizers.Adam(float(config["learning_rate"])),
-        entropy_coef=float(config["entropy_coef"]),
-        value_coef=float(config["value_coef"]),
-        gamma=float(config["gamma"]),
-        n_steps=int(config["n_steps"]),
-        max_grad_norm=float(config["max_grad_norm"]) or None,
-        hogwild=hogwild,
-    )
+    agent = default_agent(hogwild)
     fit_start = time.perf_counter()
     history = agent.fit(
         ENV_ID,
@@ -263,6 +242,7 @@ def summarise(runs: list[dict]) -> dict:
         "seconds_to_solve": stats([r["seconds_to_solve"] for r in runs]),
         "steps_to_solve": stats([r["steps_to_solve"] for r in runs]),
         "steps_per_second": stats([r["steps_per_second"] for r in runs]),
+        "sustained_steps_per_second": stats([r["sustained_steps_per_second"] for r in runs]),
         "peak_rss_mb": stats([r["peak_rss_mb"] for r in runs]),
     }
 
@@ -278,20 +258,20 @@ def print_table(systems: dict[str, dict], rates: dict[str, float]) -> None:
     print(f"\nCartPole-v1, solved = mean of the last {WINDOW} training returns >= {SOLVED_AT:g}; "
           "median [min, max] over seeds")
     print("raw env steps/s: " + ", ".join(f"{k} {v:,.0f}" for k, v in rates.items()))
-    header = ("system", "solved", "time to solve s", "env steps to solve", "env steps/s",
+    header = ("system", "solved", "time to solve s", "env steps to solve", "env steps/s", "sustained env steps/s",
               "x single env", "x vector env", "peak RSS MB")
-    rows = []
+    print("| " + " | ".join(header) + " |")
+    print("|" + " --- |" * len(header))
     for name, entry in systems.items():
         s = entry["summary"]
         sps = s["steps_per_second"]
-        rows.append((
+        row = (
             name, f"{s['solved']}/{s['runs']}", _fmt(s["seconds_to_solve"], ".1f"), _fmt(s["steps_to_solve"], ",.0f"),
-            _fmt(sps, ",.0f"), f"{sps['median'] / rates['single_env']:.3f}", f"{sps['median'] / vector_rate:.3f}",
+            _fmt(sps, ",.0f"), _fmt(s["sustained_steps_per_second"], ",.0f"),
+            f"{sps['median'] / rates['single_env']:.3f}", f"{sps['median'] / vector_rate:.3f}",
             _fmt(s["peak_rss_mb"], ".0f"),
-        ))
-    widths = [max(len(str(r[i])) for r in (header, *rows)) for i in range(len(header))]
-    for row in (header, *rows):
-        print(" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)))
+        )
+        print("| " + " | ".join(row) + " |")
 
 
 def main(argv):

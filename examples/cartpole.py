@@ -31,9 +31,11 @@ flags.DEFINE_integer("total_steps", 1_000_000, "Environment steps to train for, 
 flags.DEFINE_integer("seed", 0, "Seed for weights, environments and action sampling.")
 flags.DEFINE_integer("n_steps", 5, "t_max: steps per worker segment; one update per segment.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate of the shared optimizer.", lower_bound=0.0)
+flags.DEFINE_float("adam_epsilon", 1e-5, "Adam epsilon; above the 1e-7 default it damps the steps once gradients get "
+                   "small, which keeps the policy from saturating on a wrong action.", lower_bound=0.0)
 flags.DEFINE_float("entropy_coef", 0.01, "beta: weight of the entropy bonus.", lower_bound=0.0)
 flags.DEFINE_float("value_coef", 0.5, "Weight of the value loss.", lower_bound=0.0)
-flags.DEFINE_float("gamma", 0.99, "Discount factor.", lower_bound=0.0, upper_bound=1.0)
+flags.DEFINE_float("gamma", 0.98, "Discount factor.", lower_bound=0.0, upper_bound=1.0)
 flags.DEFINE_float("max_grad_norm", 0.0, "Clip gradients to this global norm; 0 disables clipping.", lower_bound=0.0)
 flags.DEFINE_list("hidden_units", ["64", "64"], "Widths of the shared MLP trunk.")
 flags.DEFINE_bool("hogwild", False, "Apply updates lock-free (as in the paper) instead of under a lock.")
@@ -65,7 +67,7 @@ def main(argv):
     )
     agent = keras_a3c.A3C(network)
     agent.compile(
-        optimizer=keras.optimizers.Adam(FLAGS.learning_rate),
+        optimizer=keras.optimizers.Adam(FLAGS.learning_rate, epsilon=FLAGS.adam_epsilon),
         entropy_coef=FLAGS.entropy_coef,
         value_coef=FLAGS.value_coef,
         gamma=FLAGS.gamma,

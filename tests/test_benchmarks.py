@@ -1,0 +1,59 @@
+"""The benchmark scripts stay runnable: the solve protocol on known numbers, and a smoke run
+of each script with tiny budgets (the real measurements are not timed tests)."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_solved_when_the_mean_of_the_last_100_returns_first_reaches_475():
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    bench = load("cartpole_solve")
+    returns = np.array([100.0] * 150 + [500.0] * 150)
+    times, steps = np.arange(300) * 0.5, np.arange(300) * 1000
+    # The mean of episodes i-99..i is >= 475 once at most 6 of them are 100s: i = 150 + 93.
+    assert bench.solve_point(times, steps, returns) == (243 * 0.5, 243_000)
+    assert bench.solve_point(times[:200], steps[:200], returns[:200]) is None
+    assert bench.solve_point(times[:50], steps[:50], np.full(50, 500.0)) is None  # fewer than 100 episodes
+
+
+def test_cartpole_solve_smoke_run(tmp_path):
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "cartpole_solve.py"), "--seeds=1", "--max_steps=3000",
+         "--max_seconds=30", "--env_rate_seconds=0.05", "--workers=2", f"--json={out}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "| keras_a3c 2 workers | 0/1 |" in proc.stdout
+    result = json.loads(out.read_text())
+    run = result["systems"]["keras_a3c 2 workers"]["runs"][0]
+    assert run["env_steps"] >= 3000 and run["episodes"] > 0 and run["peak_rss_mb"] > 0
+    assert run["train_traces"] == 1
+    assert set(result["env_steps_per_second"]) == {"single_env", "vector_env_32"}
+
+
+def test_soak_smoke_run(tmp_path):
+    out = tmp_path / "soak.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "soak.py"), "--minutes=0.05", "--sample_seconds=1",
+         "--workers=2", f"--json={out}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert len(result["samples"]) >= 2
+    assert {"time", "env_steps", "rss_mb", "train_traces"} <= set(result["samples"][0])
