@@ -26,7 +26,7 @@ import keras_a3c  # noqa: E402
 FLAGS = flags.FLAGS
 flags.DEFINE_string("env", "CartPole-v1", "Gymnasium environment id (Box observations, Discrete actions).")
 flags.DEFINE_integer("workers", 8, "Asynchronous actor-learner threads sharing one model.", lower_bound=1)
-flags.DEFINE_integer("envs_per_worker", 32, "Environments each worker steps as one batch.", lower_bound=1)
+flags.DEFINE_integer("envs_per_worker", 24, "Environments each worker steps as one batch.", lower_bound=1)
 flags.DEFINE_integer("total_steps", 1_000_000, "Environment steps to train for, summed over workers.", lower_bound=1)
 flags.DEFINE_integer("seed", 0, "Seed for weights, environments and action sampling.")
 flags.DEFINE_integer("n_steps", 5, "t_max: steps per worker segment; one update per segment.", lower_bound=1)

@@ -11,6 +11,11 @@ import keras
 _SHOWN = ("episode_return", "entropy", "steps_per_second")
 
 
+def _number(value: float) -> str:
+    """Large values with thousands separators (41,580 rather than 4.158e+04)."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
 class StopOnMeanReturn(keras.callbacks.Callback):
     """Stop training once the mean return of recent episodes reaches `target`.
 
@@ -60,7 +65,7 @@ class ProgressLogger(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if self.verbose == 2 and logs:
-            shown = "  ".join(f"{k} {logs[k]:.4g}" for k in ("loss", *_SHOWN) if k in logs)
+            shown = "  ".join(f"{k} {_number(logs[k])}" for k in ("loss", *_SHOWN) if k in logs)
             print(f"epoch {epoch + 1}  env_steps {int(logs['env_steps']):,}  {shown}", flush=True)
 
     def on_train_end(self, logs: dict | None = None) -> None:

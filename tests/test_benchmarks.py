@@ -43,7 +43,7 @@ def test_cartpole_solve_smoke_run(tmp_path):
     run = result["systems"]["keras_a3c 2 workers"]["runs"][0]
     assert run["env_steps"] >= 3000 and run["episodes"] > 0 and run["peak_rss_mb"] > 0
     assert run["train_traces"] == 1
-    assert set(result["env_steps_per_second"]) == {"single_env", "vector_env_32"}
+    assert {"single_env"} < set(result["env_steps_per_second"])  # and the vector env of one worker
 
 
 def test_soak_smoke_run(tmp_path):
