@@ -37,10 +37,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import ENV_ID, default_agent, flagfile_config  # noqa: E402
+from common import ENV_ID, SOLVED_AT, WINDOW, default_agent, flagfile_config, solve_point  # noqa: E402
 
-SOLVED_AT = 475.0
-WINDOW = 100
 PEERS = ("sb3_a2c", "sb3_ppo")
 
 FLAGS = flags.FLAGS
@@ -61,18 +59,6 @@ flags.register_validator("scaling", lambda ws: all(w.isdigit() and int(w) >= 1 f
 
 
 # ----------------------------------------------------------------------------- protocol
-
-
-def solve_point(times: np.ndarray, steps: np.ndarray, returns: np.ndarray) -> tuple[float, int] | None:
-    """(seconds, env steps) at which the mean of the last WINDOW returns first reaches SOLVED_AT."""
-    if len(returns) < WINDOW:
-        return None
-    means = np.convolve(returns, np.ones(WINDOW) / WINDOW, mode="valid")  # means[i] ends at episode i + WINDOW - 1
-    hits = np.flatnonzero(means >= SOLVED_AT)
-    if not len(hits):
-        return None
-    i = hits[0] + WINDOW - 1
-    return float(times[i]), int(steps[i])
 
 
 def run_result(times, steps, returns, total_steps: int, seconds: float, **extra) -> dict:

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 ENV_ID = "CartPole-v1"
+SOLVED_AT = 475.0  # mean return of the last WINDOW finished training episodes
+WINDOW = 100
 FLAGFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags", "cartpole.flags")
 
 
@@ -45,3 +49,15 @@ def default_agent(hogwild: bool | None = None):
         hogwild=config["hogwild"] != "false" if hogwild is None else hogwild,
     )
     return agent
+
+
+def solve_point(times: np.ndarray, steps: np.ndarray, returns: np.ndarray) -> tuple[float, int] | None:
+    """(seconds, env steps) at which the mean of the last WINDOW returns first reaches SOLVED_AT."""
+    if len(returns) < WINDOW:
+        return None
+    means = np.convolve(returns, np.ones(WINDOW) / WINDOW, mode="valid")  # means[i] ends at episode i + WINDOW - 1
+    hits = np.flatnonzero(means >= SOLVED_AT)
+    if not len(hits):
+        return None
+    i = hits[0] + WINDOW - 1
+    return float(times[i]), int(steps[i])
