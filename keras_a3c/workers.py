@@ -27,6 +27,8 @@ from keras_a3c.envs import check_finite
 from keras_a3c.segment import SegmentLayout
 
 EPISODE_FIELDS = ("time", "env_steps", "return", "length")
+# 32 bytes per logged episode: the log stops growing at 32 MB, however long the run.
+EPISODE_LOG_LIMIT = 1_000_000
 
 
 class RunState:
@@ -35,7 +37,7 @@ class RunState:
     Env steps are counted as they are taken (as SB3 counts `num_timesteps`), so a
     finished episode is stamped with the global env-step count and the seconds since
     `start_time` at which it ended. Every finished episode is kept, in the order they
-    finished, as 8 bytes per field (see `episode_log`).
+    finished, as 8 bytes per field, up to EPISODE_LOG_LIMIT episodes (see `episode_log`).
     """
 
     def __init__(self, num_workers: int, total_steps: int, window: int = 100):
@@ -49,13 +51,10 @@ class RunState:
         self._lag_sum = self._lag_count = 0  # policy lag since the last `reset_interval`
         self.recent_returns: collections.deque[float] = collections.deque(maxlen=window)
         self.recent_lengths: collections.deque[int] = collections.deque(maxlen=window)
+        self.episodes = 0
         self._log = {key: array.array("d") for key in EPISODE_FIELDS}
         self.error: BaseException | None = None
         self.start_time = time.perf_counter()
-
-    @property
-    def episodes(self) -> int:
-        return len(self._log["return"])
 
     def add_steps(self, worker_id: int, steps: int, returns: np.ndarray, lengths: np.ndarray) -> None:
         """Count `steps` env transitions of one vector step, and the episodes they finished."""
@@ -64,8 +63,10 @@ class RunState:
             self.env_steps += steps
             self.worker_steps[worker_id] += steps
             if len(returns):
+                self.episodes += len(returns)
                 self.recent_returns.extend(returns.tolist())
                 self.recent_lengths.extend(lengths.tolist())
+            if len(returns) and len(self._log["return"]) < EPISODE_LOG_LIMIT:
                 self._log["time"].extend([now] * len(returns))
                 self._log["env_steps"].extend([self.env_steps] * len(returns))
                 self._log["return"].extend(returns.tolist())
@@ -116,7 +117,7 @@ class RunState:
         }
 
     def episode_log(self) -> dict[str, np.ndarray]:
-        """Every finished episode, in finishing order: `time` (s since start), `env_steps`
+        """The first EPISODE_LOG_LIMIT finished episodes, in finishing order: `time` (s since start), `env_steps`
         (global count when it ended), `return`, `length`; each a float64 array [episodes]."""
         with self.lock:
             return {key: np.array(values) for key, values in self._log.items()}

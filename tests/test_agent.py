@@ -258,3 +258,16 @@ def test_user_model_with_wrong_outputs_is_named():
     agent.compile(optimizer="adam")
     with pytest.raises(ValueError, match="two outputs"):
         agent.fit("CartPole-v1", total_steps=100, verbose=0)
+
+
+def test_episode_log_is_bounded_but_statistics_count_every_episode(monkeypatch):
+    from keras_a3c import workers
+
+    monkeypatch.setattr(workers, "EPISODE_LOG_LIMIT", 5)
+    state = workers.RunState(num_workers=1, total_steps=10**9)
+    for _ in range(4):
+        state.add_steps(0, 3, np.array([1.0, 2.0]), np.array([1, 2]))
+    assert state.episodes == 8 and state.env_steps == 12
+    log = state.episode_log()
+    assert len(log["return"]) == 6  # logging stops once the limit is reached (a step may finish several)
+    assert list(log["env_steps"][:2]) == [3, 3] and state.snapshot()["episode_return"] == 1.5
