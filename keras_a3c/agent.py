@@ -61,7 +61,6 @@ class A3C(keras.Model):
         self.entropy_tracker = keras.metrics.Mean(name="entropy")
         self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
         self.explained_variance_tracker = keras.metrics.Mean(name="explained_variance")
-        self.train_function_trace_count = 0
         self.built = network.built
 
     def call(self, observations, training: bool = False):
@@ -290,8 +289,7 @@ class A3C(keras.Model):
             )
             tf_params.get_concrete_function()
 
-        state = RunState(workers, total_steps)
-        state.start_time = start_time
+        state = RunState(workers, total_steps, start_time)
         train_lock = None if self.hogwild else threading.Lock()
         initial_weights = [v.numpy() for v in variables]
         threads: list[Worker] = []

@@ -40,7 +40,7 @@ class RunState:
     finished, as 8 bytes per field, up to EPISODE_LOG_LIMIT episodes (see `episode_log`).
     """
 
-    def __init__(self, num_workers: int, total_steps: int, window: int = 100):
+    def __init__(self, num_workers: int, total_steps: int, start_time: float | None = None, window: int = 100):
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.total_steps = total_steps
@@ -54,7 +54,7 @@ class RunState:
         self.episodes = 0
         self._log = {key: array.array("d") for key in EPISODE_FIELDS}
         self.error: BaseException | None = None
-        self.start_time = time.perf_counter()
+        self.start_time = time.perf_counter() if start_time is None else start_time
 
     def add_steps(self, worker_id: int, steps: int, returns: np.ndarray, lengths: np.ndarray) -> None:
         """Count `steps` env transitions of one vector step, and the episodes they finished."""
