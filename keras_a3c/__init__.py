@@ -7,9 +7,22 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from keras_a3c import losses  # noqa: E402
 from keras_a3c.agent import A3C  # noqa: E402
-from keras_a3c.callbacks import ProgressLogger, StopOnMeanReturn  # noqa: E402
+from keras_a3c.callbacks import Checkpoint, ProgressLogger, StopOnMeanReturn  # noqa: E402
 from keras_a3c.networks import actor_critic_mlp, check_network  # noqa: E402
 from keras_a3c.plot import plot_history  # noqa: E402
+from keras_a3c.saving import latest_checkpoint  # noqa: E402
+from keras_a3c.saving import load_agent as load  # noqa: E402
 
-__all__ = ["A3C", "ProgressLogger", "StopOnMeanReturn", "actor_critic_mlp", "check_network", "losses", "plot_history"]
+__all__ = [
+    "A3C",
+    "Checkpoint",
+    "ProgressLogger",
+    "StopOnMeanReturn",
+    "actor_critic_mlp",
+    "check_network",
+    "latest_checkpoint",
+    "load",
+    "losses",
+    "plot_history",
+]
 __version__ = "0.1.0"

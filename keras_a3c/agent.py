@@ -3,6 +3,7 @@ and a Keras-style `fit` that runs asynchronous worker threads on one shared mode
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
 import time
@@ -20,6 +21,7 @@ from keras_a3c.distributions import for_action_space
 from keras_a3c.envs import EnvSpec, env_spaces, make_vector_env
 from keras_a3c.export import export_policy
 from keras_a3c.networks import check_network
+from keras_a3c.saving import save_agent
 from keras_a3c.segment import SegmentLayout
 from keras_a3c.workers import RunState, Worker
 
@@ -38,6 +40,9 @@ class A3C(keras.Model):
       action_space: how to read the policy params. Optional: `fit` and `evaluate` take it
         from the env (and reject an env whose action space differs). `predict` and
         `export` before either treat the params as logits unless it is given.
+      seed: seeds the agent's generator, from which `fit(seed=None)` draws the env and
+        sampling seeds; None draws it from numpy's global generator (which
+        `keras.utils.set_random_seed` seeds).
 
     Usage:
       agent = A3C(actor_critic_mlp(env.observation_space, env.action_space))
@@ -47,7 +52,9 @@ class A3C(keras.Model):
       agent.export("policy/")
     """
 
-    def __init__(self, network: keras.Model, action_space: gym.Space | None = None, **kwargs):
+    def __init__(
+        self, network: keras.Model, action_space: gym.Space | None = None, seed: int | None = None, **kwargs
+    ):
         super().__init__(**kwargs)
         if not isinstance(network, keras.Model):
             raise TypeError(f"network must be a keras.Model, got {type(network).__name__}")
@@ -61,6 +68,10 @@ class A3C(keras.Model):
         self.entropy_tracker = keras.metrics.Mean(name="entropy")
         self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
         self.explained_variance_tracker = keras.metrics.Mean(name="explained_variance")
+        # Global counters and episode statistics: they run on across fits and save / load.
+        self.worker_state = RunState()
+        self.rng = np.random.default_rng(np.random.randint(2**31) if seed is None else seed)
+        self._train_lock: threading.Lock | None = None  # held by an update; `save` takes it too
         self.built = network.built
 
     def call(self, observations, training: bool = False):
@@ -238,28 +249,37 @@ class A3C(keras.Model):
         envs_per_worker: int = 8,
         callbacks: Sequence[keras.callbacks.Callback] | None = None,
         verbose: int = 1,
-        seed: int = 0,
+        seed: int | None = None,
         steps_per_epoch: int = 10_000,
     ) -> keras.callbacks.History:
         """Train with `workers` asynchronous threads, each stepping its own batch of envs.
 
+        The agent's counters carry on across calls (and across `save` / `keras_a3c.load`):
+        `total_steps` more env steps are taken, the logged `env_steps`, `episodes`, `time`
+        and epochs continue from where the last fit (or the saved agent) stopped, and so
+        do `optimizer.iterations` and any learning-rate schedule keyed on it.
+
         Args:
           env: a gymnasium id or a zero-argument factory returning a `gymnasium.Env`
             (called once per env copy, so wrappers apply).
-          total_steps: env steps (transitions, summed over workers) to train for;
-            the last segments in flight may add up to workers * envs_per_worker * n_steps.
+          total_steps: env steps (transitions, summed over workers) to train for in this
+            call; the last segments in flight may add up to workers * envs_per_worker * n_steps.
           workers: number of actor-learner threads.
           envs_per_worker: envs each worker steps as one batch.
           callbacks: Keras callbacks, called from this (the main) thread.
           verbose: 0 silent, 1 progress bar, 2 one line per epoch.
-          seed: seeds envs and action sampling (worker i uses seed + i * envs_per_worker).
-          steps_per_epoch: env steps between `on_epoch_end` calls (History rows).
+          seed: seeds envs and action sampling (worker i uses seed + i * envs_per_worker)
+            and reseeds the agent's generator; None draws the seed from that generator,
+            whose state `save` keeps, so a resumed run does not replay old random streams.
+          steps_per_epoch: env steps per epoch (History row); epoch k ends at global env
+            step (k + 1) * steps_per_epoch.
 
         Returns:
           a `keras.callbacks.History` whose rows are epochs of `steps_per_epoch` env steps,
-          and whose `episodes` holds every finished training episode (see
-          `RunState.episode_log`): `time` (seconds since `fit` was called), `env_steps`
-          (global env steps taken when it ended), `return` and `length`.
+          and whose `episodes` holds every finished training episode of the agent (see
+          `RunState.episode_log`): `time` (training seconds, counted from each `fit` call
+          and summed over calls), `env_steps` (global env steps taken when it ended),
+          `return` and `length`.
         """
         start_time = time.perf_counter()  # "time" in the logs counts from here, set-up included
         self._check_compiled()
@@ -271,6 +291,8 @@ class A3C(keras.Model):
         ):
             if not (isinstance(value, (int, np.integer)) and value >= low):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if seed is not None and not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
         obs_space, action_space = env_spaces(env)
         check_network(self.network, obs_space, action_space)
         self._use_action_space(action_space)
@@ -289,7 +311,12 @@ class A3C(keras.Model):
             )
             tf_params.get_concrete_function()
 
-        state = RunState(workers, total_steps, start_time)
+        if seed is None:
+            seed = int(self.rng.integers(2**31))
+        else:
+            self.rng = np.random.default_rng(seed)
+        state = self.worker_state
+        state.begin(workers, total_steps, start_time)
         train_lock = None if self.hogwild else threading.Lock()
         initial_weights = [v.numpy() for v in variables]
         threads: list[Worker] = []
@@ -314,20 +341,25 @@ class A3C(keras.Model):
                 thread.env.close()
             raise
 
+        first_step = state.env_steps
         callback_list = keras.callbacks.CallbackList(
-            list(callbacks or []) + ([ProgressLogger(total_steps, verbose)] if verbose else []),
+            list(callbacks or []) + ([ProgressLogger(total_steps, verbose, first_step)] if verbose else []),
             add_history=True,
             model=self,
             verbose=verbose,
-            epochs=math.ceil(total_steps / steps_per_epoch),
+            epochs=math.ceil((first_step + total_steps) / steps_per_epoch),
             steps=None,
             total_steps=total_steps,
         )
         self.stop_training = False
-        self.worker_state = state
         self.reset_metrics()
-        callback_list.on_train_begin()
-        epoch, tick, epoch_open = 0, 0, True
+        self._train_lock = train_lock
+        epoch, tick, epoch_open = first_step // steps_per_epoch, 0, True
+        try:
+            callback_list.on_train_begin()
+        except BaseException:
+            self._finish_fit(threads)
+            raise
         callback_list.on_epoch_begin(epoch)
 
         def end_epochs(logs: dict[str, float], final: bool) -> bool:
@@ -349,9 +381,9 @@ class A3C(keras.Model):
                 epoch_open = True
             return ended
 
-        for thread in threads:
-            thread.start()
         try:
+            for thread in threads:
+                thread.start()
             while True:
                 state.stop.wait(_TICK_SECONDS)
                 if state.error is not None:
@@ -368,11 +400,7 @@ class A3C(keras.Model):
                 if self.stop_training:
                     break
         finally:
-            state.stop.set()
-            for thread in threads:
-                thread.join()
-            for thread in threads:
-                thread.env.close()
+            self._finish_fit(threads)
         if state.error is not None:
             raise state.error
         # Workers are joined: the final counters are exact.
@@ -381,6 +409,35 @@ class A3C(keras.Model):
         self.history.episodes = state.episode_log()
         callback_list.on_train_end(logs)
         return self.history
+
+    @contextlib.contextmanager
+    def paused_updates(self):
+        """Hold off the workers' updates (during `fit`, unless hogwild) while the block runs,
+        so what it reads of the weights, the optimizer and the counters belongs together."""
+        lock = self._train_lock
+        with lock if lock is not None else contextlib.nullcontext():
+            yield
+
+    def save(self, path: str, overwrite: bool = False) -> str:
+        """Save the whole training state to the directory `path`, atomically; returns its absolute path.
+
+        Weights, optimizer variables, counters (env steps, updates, episodes, seconds), episode
+        statistics, the agent's RNG state and the configuration: `keras_a3c.load(path)` rebuilds
+        the agent and `fit` carries on from the saved global step. Safe to call from a callback
+        during `fit`. An existing `path` is an error unless `overwrite`; see `keras_a3c.saving`.
+        """
+        return save_agent(self, path, overwrite=overwrite)
+
+    def _finish_fit(self, threads: list[Worker]) -> None:
+        """Stop and join every worker, close their envs, stop the fit's clock."""
+        self.worker_state.stop.set()
+        for thread in threads:
+            if thread.is_alive():
+                thread.join()
+        for thread in threads:
+            thread.env.close()
+        self._train_lock = None
+        self.worker_state.end()
 
     def _logs(self, state: RunState) -> dict[str, float]:
         logs = {m.name: float(m.result()) for m in self.metrics}
@@ -466,4 +523,3 @@ class A3C(keras.Model):
     def export(self, path: str) -> None:
         """Write a TF SavedModel of the policy; see `keras_a3c.export.export_policy`."""
         export_policy(self.network, path, self.action_space)
-

@@ -5,8 +5,13 @@
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import time
 
 import keras
+
+from keras_a3c import saving
 
 _SHOWN = ("episode_return", "entropy", "steps_per_second")
 
@@ -48,10 +53,11 @@ class ProgressLogger(keras.callbacks.Callback):
     """Progress display for `fit`: verbose=1 a live progress bar over env steps,
     verbose=2 one line per epoch (readable in CI logs and files)."""
 
-    def __init__(self, total_steps: int, verbose: int = 1):
+    def __init__(self, total_steps: int, verbose: int = 1, first_step: int = 0):
         super().__init__()
         self.total_steps = total_steps
         self.verbose = verbose
+        self.first_step = first_step  # the global env step at which the fit started
         self._bar: keras.utils.Progbar | None = None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
@@ -60,7 +66,7 @@ class ProgressLogger(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self._bar is not None and logs:
-            current = min(int(logs["env_steps"]), self.total_steps - 1)
+            current = min(int(logs["env_steps"]) - self.first_step, self.total_steps - 1)
             self._bar.update(current, [(k, logs[k]) for k in _SHOWN if k in logs])
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -70,4 +76,81 @@ class ProgressLogger(keras.callbacks.Callback):
 
     def on_train_end(self, logs: dict | None = None) -> None:
         if self._bar is not None and logs:
-            self._bar.update(int(logs["env_steps"]), [(k, logs[k]) for k in _SHOWN if k in logs], finalize=True)
+            shown = [(k, logs[k]) for k in _SHOWN if k in logs]
+            self._bar.update(int(logs["env_steps"]) - self.first_step, shown, finalize=True)
+
+
+class Checkpoint(keras.callbacks.Callback):
+    """Save the agent's whole training state (`A3C.save`) during `fit`, keeping the newest `keep`.
+
+    Checkpoints are directories `directory/ckpt-<global env step>` (the step when the save
+    began), written aside and renamed into place: a process killed mid-save leaves the
+    earlier checkpoints loadable. Resume with
+    `keras_a3c.load(keras_a3c.saving.latest_checkpoint(directory))`.
+
+    Args:
+      directory: created if missing; an unwritable directory fails before training starts.
+      every_steps: save when this many env steps have passed since the last save.
+      every_seconds: save when this many seconds have passed since the last save.
+      keep: how many checkpoints to keep (older ones are deleted); None keeps all.
+      save_at_end: also save when `fit` ends normally (`save()` is public for other ends,
+        e.g. after a KeyboardInterrupt).
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike,
+        every_steps: int | None = None,
+        every_seconds: float | None = None,
+        keep: int | None = 3,
+        save_at_end: bool = True,
+    ):
+        super().__init__()
+        for name, value in (("every_steps", every_steps), ("every_seconds", every_seconds)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{name} must be > 0 or None, got {value!r}")
+        if keep is not None and not (isinstance(keep, int) and keep >= 1):
+            raise ValueError(f"keep must be an integer >= 1 or None, got {keep!r}")
+        self.directory = os.path.abspath(os.fspath(directory))
+        self.every_steps = every_steps
+        self.every_seconds = every_seconds
+        self.keep = keep
+        self.save_at_end = save_at_end
+        self._last_steps = 0
+        self._last_time = 0.0
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        try:
+            os.makedirs(self.directory, exist_ok=True)
+            probe = os.path.join(self.directory, f".{saving.CHECKPOINT_PREFIX}probe.tmp-{os.getpid()}")
+            os.mkdir(probe)
+            os.rmdir(probe)
+        except OSError as exc:
+            raise OSError(f"cannot write checkpoints to {self.directory}: {exc}") from exc
+        saving.remove_stale_staging(self.directory)
+        self._last_steps = self.model.worker_state.env_steps
+        self._last_time = time.monotonic()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        steps = self.model.worker_state.env_steps
+        steps_due = self.every_steps is not None and steps - self._last_steps >= self.every_steps
+        time_due = self.every_seconds is not None and time.monotonic() - self._last_time >= self.every_seconds
+        if steps_due or time_due:
+            self.save()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self.save_at_end:
+            self.save()
+
+    def save(self, agent: keras.Model | None = None) -> str:
+        """Checkpoint `agent` (default: the model being trained) now; returns the checkpoint's path."""
+        agent = agent or self.model
+        steps = agent.worker_state.env_steps
+        path = saving.checkpoint_path(self.directory, steps)
+        if not os.path.exists(path):  # else this step is saved already
+            agent.save(path)
+            if self.keep is not None:
+                for old in saving.checkpoints(self.directory)[: -self.keep]:
+                    shutil.rmtree(old, ignore_errors=True)
+        self._last_steps, self._last_time = steps, time.monotonic()
+        return path

@@ -264,7 +264,8 @@ def test_episode_log_is_bounded_but_statistics_count_every_episode(monkeypatch):
     from keras_a3c import workers
 
     monkeypatch.setattr(workers, "EPISODE_LOG_LIMIT", 5)
-    state = workers.RunState(num_workers=1, total_steps=10**9)
+    state = workers.RunState()
+    state.begin(num_workers=1, total_steps=10**9)
     for _ in range(4):
         state.add_steps(0, 3, np.array([1.0, 2.0]), np.array([1, 2]))
     assert state.episodes == 8 and state.env_steps == 12

@@ -1,0 +1,296 @@
+"""Save and load the whole training state of an `A3C` agent, atomically.
+
+A save is a directory:
+  agent.json  format tag and version, the network's Keras config, the action space, the
+              compile settings with the optimizer's Keras config, the global counters
+              (env steps, updates, episodes, training seconds) and the agent's RNG state;
+  state.npz   the network weights, the optimizer variables (iterations and slots) and the
+              episode statistics (the recent returns and lengths, the episode log).
+
+It is written into a hidden staging directory beside `path`, flushed to disk and then
+renamed into place, so a process killed while saving leaves any earlier save intact and
+never a half-written `path`. Not saved: the envs and the episodes in progress (a resumed
+`fit` starts fresh episodes, as Stable-Baselines3 does).
+
+    agent.save("run/agent")
+    agent = keras_a3c.load("run/agent")
+    agent.fit("CartPole-v1", total_steps=100_000)   # counters, optimizer and schedule carry on
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+import gymnasium as gym
+import keras
+import numpy as np
+
+from keras_a3c.workers import RunState
+
+if TYPE_CHECKING:
+    from keras_a3c.agent import A3C
+
+FORMAT = "keras_a3c.agent"
+FORMAT_VERSION = 1
+CONFIG_FILE = "agent.json"
+ARRAYS_FILE = "state.npz"
+COMPILE_SETTINGS = ("entropy_coef", "value_coef", "gamma", "n_steps", "max_grad_norm", "hogwild", "reward_scale")
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def write_directory(path: str | os.PathLike, write: Callable[[str], None], what: str, overwrite: bool = False) -> str:
+    """Have `write(staging_dir)` fill a new directory, then rename it to `path`.
+
+    Nothing is left behind if `write` fails. An existing `path` is an error unless
+    `overwrite`, in which case it is replaced only once the new directory is complete.
+    Returns the absolute path. `what` names the thing in error messages ("save", "export").
+    """
+    path = os.path.abspath(os.fspath(path))
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{what} path {path} already exists; choose a new path, remove it, or overwrite it")
+    parent, name = os.path.split(path)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; the result should not be
+    except OSError as exc:
+        raise OSError(f"cannot write the {what} to {path}: {exc}") from exc
+    try:
+        write(staging)
+        _fsync_tree(staging)
+        if os.path.exists(path):
+            # Two renames: a crash between them leaves the old save complete under `.{name}.old-*`.
+            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+            os.rename(path, os.path.join(old, name))
+            os.rename(staging, path)
+            shutil.rmtree(old)
+        else:
+            os.rename(staging, path)
+        _fsync(parent)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(root: str) -> None:
+    """Flush every file and directory under `root`, so the rename publishes complete data."""
+    for directory, _, files in os.walk(root):
+        for name in files:
+            _fsync(os.path.join(directory, name))
+        _fsync(directory)
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+CHECKPOINT_PREFIX = "ckpt-"
+
+
+def checkpoints(directory: str | os.PathLike) -> list[str]:
+    """The complete checkpoints `ckpt-<global env step>` in `directory`, oldest first
+    (staging directories of saves in progress or killed are hidden and never listed)."""
+    directory = os.fspath(directory)
+    if not os.path.isdir(directory):
+        return []
+    found = []
+    for name in os.listdir(directory):
+        step = name[len(CHECKPOINT_PREFIX) :]
+        if name.startswith(CHECKPOINT_PREFIX) and step.isdigit() and os.path.isdir(os.path.join(directory, name)):
+            found.append((int(step), os.path.join(directory, name)))
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(directory: str | os.PathLike) -> str | None:
+    """The newest complete checkpoint in `directory`, or None."""
+    found = checkpoints(directory)
+    return found[-1] if found else None
+
+
+def checkpoint_path(directory: str | os.PathLike, env_steps: int) -> str:
+    return os.path.join(os.fspath(directory), f"{CHECKPOINT_PREFIX}{env_steps:012d}")
+
+
+def remove_stale_staging(directory: str | os.PathLike) -> None:
+    """Delete the staging directories that killed checkpoint saves left in `directory`."""
+    for name in os.listdir(directory):
+        if name.startswith(f".{CHECKPOINT_PREFIX}") and ".tmp-" in name:
+            shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- spaces
+
+
+def space_to_config(space: gym.Space) -> dict:
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    if isinstance(space, gym.spaces.Box):
+        return {"type": "Box", "low": space.low.tolist(), "high": space.high.tolist(), "dtype": space.dtype.name}
+    raise ValueError(f"cannot save an agent for the action space {space}")
+
+
+def space_from_config(config: dict) -> gym.Space:
+    if config["type"] == "Discrete":
+        return gym.spaces.Discrete(config["n"], start=config["start"])
+    if config["type"] == "Box":
+        dtype = np.dtype(config["dtype"])
+        return gym.spaces.Box(np.array(config["low"], dtype), np.array(config["high"], dtype), dtype=dtype)
+    raise ValueError(f"unknown action space type {config['type']!r}")
+
+
+# ----------------------------------------------------------------------------- save
+
+
+def save_agent(agent: A3C, path: str | os.PathLike, overwrite: bool = False) -> str:
+    """Write the agent's whole training state to the directory `path` (see the module docstring).
+
+    During `fit` (from a callback) the state is read between two updates, so the weights,
+    the optimizer slots and the counters belong together; with `hogwild=True` updates are
+    not serialised and the weights may mix two updates, as Hogwild reads always do.
+    """
+    with agent.paused_updates():
+        weights = agent.network.get_weights()
+        optimizer = agent.optimizer if getattr(agent, "compiled", False) else None
+        slots = [v.numpy() for v in optimizer.variables] if optimizer is not None and optimizer.built else []
+        counters, arrays = agent.worker_state.state_dict()
+        rng_state = agent.rng.bit_generator.state
+    try:
+        config = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "network": keras.saving.serialize_keras_object(agent.network),
+            "network_weights": len(weights),
+            "action_space": None if agent.action_space is None else space_to_config(agent.action_space),
+            "compile": None
+            if optimizer is None
+            else {
+                **{name: getattr(agent, name) for name in COMPILE_SETTINGS},
+                "optimizer": keras.optimizers.serialize(optimizer),
+            },
+            "optimizer_variables": len(slots),
+            "counters": counters,
+            "rng": rng_state,
+        }
+        text = json.dumps(config, indent=1)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot save the agent to {path}: its configuration is not serialisable: {exc}") from exc
+    arrays.update({f"network_{i}": w for i, w in enumerate(weights)})
+    arrays.update({f"optimizer_{i}": v for i, v in enumerate(slots)})
+
+    def write(directory: str) -> None:
+        with open(os.path.join(directory, CONFIG_FILE), "w") as f:
+            f.write(text)
+        np.savez(os.path.join(directory, ARRAYS_FILE), **arrays)
+
+    return write_directory(path, write, "save", overwrite=overwrite)
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def load_agent(path: str | os.PathLike, network: keras.Model | None = None) -> A3C:
+    """Rebuild an agent saved by `A3C.save`, ready to `fit` on from the saved global step.
+
+    Args:
+      path: the save directory.
+      network: optional; a model of the saved architecture to load the weights into,
+        for networks Keras cannot rebuild from their config (unregistered custom layers).
+
+    Raises:
+      FileNotFoundError: nothing at `path`.
+      ValueError: `path` is not a keras_a3c save, or it is corrupt or incomplete.
+    """
+    from keras_a3c.agent import A3C
+
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no keras_a3c save at {path}")
+    config = _read_config(path)
+    arrays = _read_arrays(path)
+    try:
+        if network is None:
+            try:
+                network = keras.saving.deserialize_keras_object(config["network"])
+            except Exception as exc:
+                raise ValueError(
+                    f"cannot rebuild the network saved in {path}: {exc}. Custom layers and models must be "
+                    "registered with keras.saving.register_keras_serializable (and imported), or pass network="
+                ) from exc
+        _assign(network.weights, [arrays[f"network_{i}"] for i in range(config["network_weights"])], "network", path)
+        action_space = None if config["action_space"] is None else space_from_config(config["action_space"])
+        agent = A3C(network, action_space=action_space)
+        if config["compile"] is not None:
+            settings = dict(config["compile"])
+            agent.compile(optimizer=keras.optimizers.deserialize(settings.pop("optimizer")), **settings)
+            if config["optimizer_variables"]:
+                agent.optimizer.build(network.trainable_variables)
+                saved = [arrays[f"optimizer_{i}"] for i in range(config["optimizer_variables"])]
+                _assign(agent.optimizer.variables, saved, "optimizer", path)
+        agent.worker_state = RunState.from_state_dict(config["counters"], arrays)
+        agent.rng.bit_generator.state = config["rng"]
+    except KeyError as exc:
+        raise ValueError(f"the keras_a3c save at {path} is incomplete or corrupt: missing {exc}") from exc
+    return agent
+
+
+def _read_config(path: str) -> dict:
+    file = os.path.join(path, CONFIG_FILE)
+    if not os.path.isfile(file):
+        raise ValueError(f"{path} is not a keras_a3c save: it has no {CONFIG_FILE}")
+    try:
+        with open(file) as f:
+            config = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"the keras_a3c save at {path} is corrupt: {file} is not valid JSON ({exc})") from exc
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a keras_a3c save: {file} has no format {FORMAT!r}")
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"the keras_a3c save at {path} has format version {config.get('format_version')!r}; "
+            f"this keras_a3c reads version {FORMAT_VERSION}"
+        )
+    return config
+
+
+def _read_arrays(path: str) -> dict[str, np.ndarray]:
+    file = os.path.join(path, ARRAYS_FILE)
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except FileNotFoundError as exc:
+        raise ValueError(f"the keras_a3c save at {path} is incomplete: it has no {ARRAYS_FILE}") from exc
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"the keras_a3c save at {path} is corrupt: cannot read {file} ({exc})") from exc
+
+
+def _assign(variables: list, values: list[np.ndarray], what: str, path: str) -> None:
+    if len(variables) != len(values):
+        raise ValueError(f"the save at {path} holds {len(values)} {what} variables, the {what} has {len(variables)}")
+    for variable, value in zip(variables, values, strict=True):
+        if tuple(variable.shape) != value.shape:
+            raise ValueError(
+                f"the save at {path} does not fit the {what}: {variable.path} has shape {tuple(variable.shape)}, "
+                f"the saved value {value.shape}"
+            )
+    for variable, value in zip(variables, values, strict=True):
+        variable.assign(value)
