@@ -23,6 +23,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import gymnasium  # noqa: E402
 import keras  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
@@ -60,6 +61,8 @@ flags.DEFINE_integer("keep_checkpoints", 3, "How many checkpoints to keep.", low
 flags.DEFINE_bool("resume", False, "Load the newest checkpoint in --checkpoint_dir (if any) and train on from its "
                   "global env step up to --total_steps; the model and optimizer flags are then those saved.")
 
+flags.register_validator("env", lambda env_id: env_id in gymnasium.registry,
+                         message="--env is not a registered gymnasium environment id")
 flags.register_validator("hidden_units", lambda units: all(u.isdigit() and int(u) > 0 for u in units),
                          message="--hidden_units must be positive integers, e.g. 64,64")
 flags.register_validator("plot", lambda path: path is None or path.lower().endswith((".png", ".svg", ".pdf")),

@@ -18,6 +18,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import gymnasium  # noqa: E402
 import keras  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
@@ -51,6 +52,8 @@ flags.DEFINE_string("plot", None, "If set, write learning curves (return vs env 
 flags.DEFINE_integer("steps_per_epoch", 50_000, "Env steps per Keras epoch (one History row).", lower_bound=1)
 flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch.", lower_bound=0, upper_bound=2)
 
+flags.register_validator("env", lambda env_id: env_id in gymnasium.registry,
+                         message="--env is not a registered gymnasium environment id")
 flags.register_validator("hidden_units", lambda units: all(u.isdigit() and int(u) > 0 for u in units),
                          message="--hidden_units must be positive integers, e.g. 64,64")
 flags.register_validator("plot", lambda path: path is None or path.lower().endswith((".png", ".svg", ".pdf")),

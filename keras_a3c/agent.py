@@ -27,6 +27,7 @@ from keras_a3c.workers import RunState, Worker
 
 # How often the main thread wakes to run callbacks and refresh the progress display.
 _TICK_SECONDS = 0.1
+_NOT_FINITE = "not finite: A3C "
 
 
 class A3C(keras.Model):
@@ -178,18 +179,22 @@ class A3C(keras.Model):
             )
         grads = tape.gradient(terms["loss"], variables)
         grad_norm = tf.linalg.global_norm(grads)
-        # A non-finite loss or gradient raises here, before the update touches the weights.
-        tf.debugging.check_numerics(terms["loss"], "A3C loss is not finite")
-        tf.debugging.check_numerics(grad_norm, "A3C gradient norm is not finite")
-        if self.max_grad_norm is not None:
-            grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm, use_norm=grad_norm)
-        self.optimizer.apply(grads, variables)
-        self.loss_tracker.update_state(terms["loss"])
-        self.policy_loss_tracker.update_state(terms["policy_loss"])
-        self.value_loss_tracker.update_state(terms["value_loss"])
-        self.entropy_tracker.update_state(terms["entropy"])
-        self.grad_norm_tracker.update_state(grad_norm)
-        self.explained_variance_tracker.update_state(losses.explained_variance(values, returns, mask))
+        # A non-finite loss or gradient raises here, before the update touches the weights, the
+        # optimizer or the metrics: every op after waits for the checks (graph ops are otherwise unordered).
+        checks = [
+            tf.debugging.check_numerics(terms["loss"], _NOT_FINITE + "loss"),
+            tf.debugging.check_numerics(grad_norm, _NOT_FINITE + "gradient norm"),
+        ]
+        with tf.control_dependencies(checks):
+            if self.max_grad_norm is not None:
+                grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm, use_norm=grad_norm)
+            self.optimizer.apply(grads, variables)
+            self.loss_tracker.update_state(terms["loss"])
+            self.policy_loss_tracker.update_state(terms["policy_loss"])
+            self.value_loss_tracker.update_state(terms["value_loss"])
+            self.entropy_tracker.update_state(terms["entropy"])
+            self.grad_norm_tracker.update_state(grad_norm)
+            self.explained_variance_tracker.update_state(losses.explained_variance(values, returns, mask))
         return [tf.identity(v) for v in variables]
 
     def _make_train_function(self, batch: int, layout: SegmentLayout) -> Callable[[np.ndarray], list[np.ndarray]]:
@@ -213,7 +218,16 @@ class A3C(keras.Model):
         splits = np.cumsum([math.prod(shape) for shape in shapes])[:-1]
 
         def train(segment: np.ndarray) -> list[np.ndarray]:
-            flat = concrete(tf.constant(segment)).numpy()
+            try:
+                flat = concrete(tf.constant(segment)).numpy()
+            except tf.errors.InvalidArgumentError as error:
+                if _NOT_FINITE not in error.message:
+                    raise
+                what = error.message.split(_NOT_FINITE)[1].split(" :")[0]
+                raise FloatingPointError(
+                    f"the A3C {what} is not finite (rewards too large, or a diverging network?); the update "
+                    "was not applied, the shared weights are those from before it"
+                ) from error
             return [part.reshape(shape) for part, shape in zip(np.split(flat, splits), shapes, strict=True)]
 
         return train
@@ -520,6 +534,9 @@ class A3C(keras.Model):
             vec.close()
         return float(np.mean(returns)), float(np.std(returns))
 
-    def export(self, path: str) -> None:
-        """Write a TF SavedModel of the policy; see `keras_a3c.export.export_policy`."""
-        export_policy(self.network, path, self.action_space)
+    def export(self, path: str, format: str = "saved_model") -> None:
+        """Write the policy to the new `path`: a TF SavedModel with the endpoints serve, sample,
+        action_distribution and value (`format="saved_model"`), or the deterministic policy as a
+        TFLite file (`format="tflite"`); see `keras_a3c.export` for the signatures."""
+        export_policy(self.network, path, self.action_space, format)
+

@@ -83,8 +83,8 @@ class ProgressLogger(keras.callbacks.Callback):
 class Checkpoint(keras.callbacks.Callback):
     """Save the agent's whole training state (`A3C.save`) during `fit`, keeping the newest `keep`.
 
-    Checkpoints are directories `directory/ckpt-<global env step>` (the step when the save
-    began), written aside and renamed into place: a process killed mid-save leaves the
+    Checkpoints are directories `directory/ckpt-<global env step>` (the saved step count),
+    written aside and renamed into place: a process killed mid-save leaves the
     earlier checkpoints loadable. Resume with
     `keras_a3c.load(keras_a3c.saving.latest_checkpoint(directory))`.
 
@@ -145,12 +145,11 @@ class Checkpoint(keras.callbacks.Callback):
     def save(self, agent: keras.Model | None = None) -> str:
         """Checkpoint `agent` (default: the model being trained) now; returns the checkpoint's path."""
         agent = agent or self.model
-        steps = agent.worker_state.env_steps
-        path = saving.checkpoint_path(self.directory, steps)
-        if not os.path.exists(path):  # else this step is saved already
-            agent.save(path)
-            if self.keep is not None:
-                for old in saving.checkpoints(self.directory)[: -self.keep]:
-                    shutil.rmtree(old, ignore_errors=True)
-        self._last_steps, self._last_time = steps, time.monotonic()
+        # Named by the saved env-step count. The workers' last updates can land after their last
+        # env step: a later save at the same step holds newer weights, so it replaces the older one.
+        path = saving.save_agent(agent, lambda steps: saving.checkpoint_path(self.directory, steps), overwrite=True)
+        if self.keep is not None:
+            for old in saving.checkpoints(self.directory)[: -self.keep]:
+                shutil.rmtree(old, ignore_errors=True)
+        self._last_steps, self._last_time = agent.worker_state.env_steps, time.monotonic()
         return path

@@ -1,81 +1,142 @@
-"""Export the policy as a TF SavedModel that loads without keras_a3c (or Keras) installed.
+"""Export the policy as a TF SavedModel (or a TFLite flat buffer) that needs only TensorFlow, not keras_a3c.
 
-Endpoints, all taking float32 observations [batch, *obs_shape]:
-  serve(observations) -> the deterministic action:
-      Discrete: int64 [batch], the greedy action argmax_a pi(a|s);
-      Box((D,)): float32 [batch, D], the Gaussian mean clipped to the bounds.
-  action_distribution(observations) -> float32 logits [batch, num_actions] (Discrete),
-      or concat(mean, log_std) [batch, 2D] with the log std clamped as in training (Box)
-  value(observations) -> float32 V(s) [batch]
-`serving_default` is `serve`, for TF Serving.
+SavedModel endpoints. Each is a `tf.function` attribute of the loaded object, which returns a
+tensor, and a signature of the same name (what TF Serving and `saved_model_cli` call), which
+returns a dict holding that tensor under the output key given in [brackets]:
+  serve(observations) -> [actions] the deterministic action:
+      Discrete(A): int64 [batch], the greedy action argmax_a pi(a|s);
+      Box((D,)):   float32 [batch, D], the Gaussian mean clipped to the bounds.
+  sample(observations, seed) -> [actions] an action sampled from pi(.|s), same dtype and shape as
+      `serve` (Box samples clipped to the bounds, as the env sees them). Stateless: the same seed
+      and the same observation batch give the same actions (the seed of the stateless op is [seed, 0]).
+  action_distribution(observations) -> Discrete: [logits] float32 [batch, A];
+      Box: [mean_and_log_std] float32 [batch, 2D], concat(mean, log_std) with the log std clamped as in training.
+  value(observations) -> [value] float32 V(s) [batch].
+Inputs: `observations` float32 [batch, *obs_shape] (any batch size); `seed` an int64 scalar.
+The `serving_default` signature is `serve`, for TF Serving.
 
     policy = tf.saved_model.load(path)
     actions = policy.serve(tf.constant(observations, tf.float32))
+    sampled = policy.sample(tf.constant(observations, tf.float32), tf.constant(7, tf.int64))
+    actions = policy.signatures["serve"](observations=tf.constant(observations, tf.float32))["actions"]
+
+The TFLite export holds `serve` alone, as the signature "serve" (input `observations`, output `actions`).
+Its input tensor has shape [1, *obs_shape] until resized: `interpreter.resize_tensor_input`.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
+from collections.abc import Callable
 
 import gymnasium as gym
 import keras
 import tensorflow as tf
 
-from keras_a3c.distributions import DiagGaussian, for_action_space
+from keras_a3c.distributions import Categorical, DiagGaussian, for_action_space
+from keras_a3c.files import write_atomically
+
+FORMATS = ("saved_model", "tflite")
 
 
-def export_policy(network: keras.Model, path: str | os.PathLike, action_space: gym.Space | None = None) -> None:
-    """Write `network`'s policy to `path` as a SavedModel.
+def export_policy(
+    network: keras.Model, path: str | os.PathLike, action_space: gym.Space | None = None, format: str = "saved_model"
+) -> None:
+    """Write `network`'s policy to `path`: a SavedModel directory, or with `format="tflite"` a
+    `.tflite` file holding the deterministic policy (`serve`).
 
     `action_space` says how to read the network's policy params; None reads them as logits.
-    The SavedModel is written beside `path` and renamed into place, so a failed
-    export leaves nothing behind. An existing `path` is an error, never overwritten.
+    The export is written beside `path` and moved into place, so a failed export leaves
+    nothing behind (not even the parent directories it created). An existing `path` is a
+    `FileExistsError`, never overwritten; a `path` that cannot be written is an `OSError` naming it.
     """
-    gaussian = action_space is not None and for_action_space(action_space) is DiagGaussian
-    path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path):
-        raise FileExistsError(f"export path {path} already exists; choose a new path or remove it")
-    parent = os.path.dirname(path)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=".export-", dir=parent)
-    except OSError as exc:
-        raise OSError(f"cannot write the export to {path}: {exc}") from exc
+    if format not in FORMATS:
+        raise ValueError(f"unknown export format {format!r}; expected one of {', '.join(map(repr, FORMATS))}")
 
-    obs_spec = keras.InputSpec(shape=(None, *network.inputs[0].shape[1:]), dtype="float32")
+    def write(target: str) -> None:
+        if format == "saved_model":
+            _write_saved_model(network, target, action_space)
+            return
+        saved_model = target + ".saved_model"  # beside the target, in the staging directory
+        _write_saved_model(network, saved_model, action_space)
+        with open(target, "wb") as f:
+            f.write(_tflite_flat_buffer(saved_model))
 
-    def params_and_value(observations):
+    write_atomically(path, write, "export")
+
+
+def _write_saved_model(network: keras.Model, path: str, action_space: gym.Space | None) -> None:
+    """The endpoints and signatures of the module docstring, written to `path` with `tf.saved_model.save`.
+
+    keras.export.ExportArchive would name every signature output "output_0" (each signature is
+    its endpoint function); here the signatures wrap the endpoints to name their outputs.
+    """
+    obs_spec = tf.TensorSpec((None, *network.inputs[0].shape[1:]), tf.float32, name="observations")
+    seed_spec = tf.TensorSpec((), tf.int64, name="seed")
+
+    def outputs(observations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         params, value = network(observations, training=False)
         return params, tf.reshape(value, [-1])
 
-    if gaussian:
+    def stateless_seed(seed: tf.Tensor) -> tf.Tensor:
+        return tf.stack([seed, tf.zeros_like(seed)])
+
+    if action_space is not None and for_action_space(action_space) is DiagGaussian:
         low = tf.constant(action_space.low, tf.float32)
         high = tf.constant(action_space.high, tf.float32)
 
-        def serve(obs):
-            return tf.clip_by_value(DiagGaussian.from_params(params_and_value(obs)[0]).mode(), low, high)
+        def serve(observations):
+            return tf.clip_by_value(DiagGaussian.from_params(outputs(observations)[0]).mode(), low, high)
 
-        def action_distribution(obs):
-            pi = DiagGaussian.from_params(params_and_value(obs)[0])
+        def sample(observations, seed):
+            pi = DiagGaussian.from_params(outputs(observations)[0])
+            return tf.clip_by_value(pi.sample(stateless_seed(seed)), low, high)
+
+        def action_distribution(observations):
+            pi = DiagGaussian.from_params(outputs(observations)[0])
             return tf.concat([pi.mean, pi.log_std], axis=1)
+
+        distribution_key = "mean_and_log_std"
     else:
 
-        def serve(obs):
-            return tf.argmax(params_and_value(obs)[0], axis=1)
+        def serve(observations):
+            return Categorical(outputs(observations)[0]).mode()
 
-        def action_distribution(obs):
-            return params_and_value(obs)[0]
+        def sample(observations, seed):
+            return tf.cast(Categorical(outputs(observations)[0]).sample(stateless_seed(seed)), tf.int64)
 
-    archive = keras.export.ExportArchive()
-    archive.track(network)
-    archive.add_endpoint("serve", serve, [obs_spec])
-    archive.add_endpoint("action_distribution", action_distribution, [obs_spec])
-    archive.add_endpoint("value", lambda obs: params_and_value(obs)[1], [obs_spec])
-    try:
-        target = os.path.join(staging, "saved_model")
-        archive.write_out(target, verbose=False)
-        os.rename(target, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        def action_distribution(observations):
+            return outputs(observations)[0]
+
+        distribution_key = "logits"
+
+    def value(observations):
+        return outputs(observations)[1]
+
+    endpoints: dict[str, tuple[Callable[..., tf.Tensor], list[tf.TensorSpec], str]] = {
+        "serve": (serve, [obs_spec], "actions"),
+        "sample": (sample, [obs_spec, seed_spec], "actions"),
+        "action_distribution": (action_distribution, [obs_spec], distribution_key),
+        "value": (value, [obs_spec], "value"),
+    }
+    module = tf.Module()
+    signatures = {}
+    variables = {}
+    for name, (fn, input_signature, key) in endpoints.items():
+        endpoint = tf.function(fn, input_signature=input_signature, autograph=False)
+        setattr(module, name, endpoint)
+        signatures[name] = tf.function(
+            lambda *args, endpoint=endpoint, key=key: {key: endpoint(*args)},
+            input_signature=input_signature, autograph=False,
+        )
+        variables.update((id(v), v) for v in endpoint.get_concrete_function().variables)
+    signatures["serving_default"] = signatures["serve"]
+    # Save the tf.Variables the endpoints read (as keras.export does), not the Keras wrappers:
+    # with those, the TF1 session of `saved_model_cli run` cannot find the variables.
+    module.policy_variables = list(variables.values())
+    tf.saved_model.save(module, path, signatures=signatures)
+
+
+def _tflite_flat_buffer(saved_model: str) -> bytes:
+    """The `serve` signature of a SavedModel converted to a TFLite flat buffer."""
+    return tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=["serve"]).convert()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import zipfile
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -31,6 +30,7 @@ import gymnasium as gym
 import keras
 import numpy as np
 
+from keras_a3c.files import write_atomically
 from keras_a3c.workers import RunState
 
 if TYPE_CHECKING:
@@ -41,65 +41,6 @@ FORMAT_VERSION = 1
 CONFIG_FILE = "agent.json"
 ARRAYS_FILE = "state.npz"
 COMPILE_SETTINGS = ("entropy_coef", "value_coef", "gamma", "n_steps", "max_grad_norm", "hogwild", "reward_scale")
-
-
-# ----------------------------------------------------------------------------- atomic writes
-
-
-def write_directory(path: str | os.PathLike, write: Callable[[str], None], what: str, overwrite: bool = False) -> str:
-    """Have `write(staging_dir)` fill a new directory, then rename it to `path`.
-
-    Nothing is left behind if `write` fails. An existing `path` is an error unless
-    `overwrite`, in which case it is replaced only once the new directory is complete.
-    Returns the absolute path. `what` names the thing in error messages ("save", "export").
-    """
-    path = os.path.abspath(os.fspath(path))
-    if os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{what} path {path} already exists; choose a new path, remove it, or overwrite it")
-    parent, name = os.path.split(path)
-    try:
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
-        os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it private; the result should not be
-    except OSError as exc:
-        raise OSError(f"cannot write the {what} to {path}: {exc}") from exc
-    try:
-        write(staging)
-        _fsync_tree(staging)
-        if os.path.exists(path):
-            # Two renames: a crash between them leaves the old save complete under `.{name}.old-*`.
-            old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
-            os.rename(path, os.path.join(old, name))
-            os.rename(staging, path)
-            shutil.rmtree(old)
-        else:
-            os.rename(staging, path)
-        _fsync(parent)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_tree(root: str) -> None:
-    """Flush every file and directory under `root`, so the rename publishes complete data."""
-    for directory, _, files in os.walk(root):
-        for name in files:
-            _fsync(os.path.join(directory, name))
-        _fsync(directory)
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -161,8 +102,11 @@ def space_from_config(config: dict) -> gym.Space:
 # ----------------------------------------------------------------------------- save
 
 
-def save_agent(agent: A3C, path: str | os.PathLike, overwrite: bool = False) -> str:
-    """Write the agent's whole training state to the directory `path` (see the module docstring).
+def save_agent(
+    agent: A3C, path: str | os.PathLike | Callable[[int], str], overwrite: bool = False
+) -> str:
+    """Write the agent's whole training state to the directory `path` (see the module docstring);
+    `path` may be a function of the saved global env-step count. Returns the absolute path.
 
     During `fit` (from a callback) the state is read between two updates, so the weights,
     the optimizer slots and the counters belong together; with `hogwild=True` updates are
@@ -174,6 +118,8 @@ def save_agent(agent: A3C, path: str | os.PathLike, overwrite: bool = False) -> 
         slots = [v.numpy() for v in optimizer.variables] if optimizer is not None and optimizer.built else []
         counters, arrays = agent.worker_state.state_dict()
         rng_state = agent.rng.bit_generator.state
+    if callable(path):
+        path = path(counters["env_steps"])
     try:
         config = {
             "format": FORMAT,
@@ -198,11 +144,12 @@ def save_agent(agent: A3C, path: str | os.PathLike, overwrite: bool = False) -> 
     arrays.update({f"optimizer_{i}": v for i, v in enumerate(slots)})
 
     def write(directory: str) -> None:
+        os.mkdir(directory)
         with open(os.path.join(directory, CONFIG_FILE), "w") as f:
             f.write(text)
         np.savez(os.path.join(directory, ARRAYS_FILE), **arrays)
 
-    return write_directory(path, write, "save", overwrite=overwrite)
+    return write_atomically(path, write, "save", overwrite=overwrite)
 
 
 # ----------------------------------------------------------------------------- load

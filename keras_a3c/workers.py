@@ -1,15 +1,18 @@
 """The acting side: worker threads that roll out n-step segments and send them to the learner.
 
-Who owns what (all threads run in one process):
+Who owns what (all threads run in one process; tests/test_faults.py checks the counters
+are exact and the callbacks run on one thread):
   - `RunState` is shared. Its counters and episode statistics change only under
     `RunState.lock`; `stop` is a `threading.Event`; `error` is written once, under the lock.
     `begin`, `end` and `state_dict` are called by the main thread (`A3C.fit`, `A3C.save`).
   - Each `Worker` owns its vector env, its `LocalPolicy` (theta'), its rollout buffers
     and its random generator; no other thread touches them.
-  - The shared model and optimizer are touched only inside `train_function`, which
+  - The shared model and optimizer are written only inside `train_function`, which
     workers call one at a time under `train_lock` (or concurrently, Hogwild-style,
-    when no lock is given).
-  - Keras callbacks run on the main thread only (see `A3C.fit`).
+    when no lock is given). The main thread reads them under the same lock when it saves
+    (`A3C.paused_updates`); lock order: `train_lock`, then `RunState.lock`.
+  - Keras callbacks run on the main thread only (see `A3C.fit`); the metrics they read
+    (`keras.metrics.Mean`) are updated inside the train function.
 """
 
 from __future__ import annotations

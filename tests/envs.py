@@ -1,5 +1,8 @@
 """Tiny environments for fast behaviour tests."""
 
+import itertools
+import time
+
 import gymnasium as gym
 import numpy as np
 
@@ -31,20 +34,49 @@ class IdentityEnv(gym.Env):
 
 
 class FaultyEnv(IdentityEnv):
-    """An IdentityEnv that fails after `fail_after` steps: raises, or returns NaN."""
+    """An IdentityEnv that misbehaves once it has taken `fail_after` steps (or resets).
+
+    Modes: "raise" raises in `step`; "reset" raises in the `fail_after`-th `reset` (1 is the
+    first); "nan" returns a NaN observation; "inf_reward" an infinite reward; "huge_reward" a
+    finite reward so large (3e38) that the n-step return overflows float32.
+    `FaultyEnv.raised_at` holds the `time.perf_counter()` of the last raise.
+    """
+
+    raised_at: float | None = None
 
     def __init__(self, fail_after: int = 50, mode: str = "raise"):
         super().__init__()
-        self.fail_after, self.mode, self.steps = fail_after, mode, 0
+        self.fail_after, self.mode, self.steps, self.resets = fail_after, mode, 0, 0
+
+    def _explode(self, where: str):
+        FaultyEnv.raised_at = time.perf_counter()
+        raise RuntimeError(f"FaultyEnv exploded in {where}")
+
+    def reset(self, *, seed=None, options=None):
+        self.resets += 1
+        if self.mode == "reset" and self.resets >= self.fail_after:
+            self._explode("reset")
+        return super().reset(seed=seed, options=options)
 
     def step(self, action):
         self.steps += 1
         obs, reward, terminated, truncated, info = super().step(action)
         if self.steps >= self.fail_after:
             if self.mode == "raise":
-                raise RuntimeError("FaultyEnv exploded")
-            obs = obs * np.nan
+                self._explode("step")
+            elif self.mode == "nan":
+                obs = obs * np.nan
+            elif self.mode == "inf_reward":
+                reward = np.inf
+            elif self.mode == "huge_reward":
+                reward = 3e38
         return obs, reward, terminated, truncated, info
+
+
+def one_faulty(index: int, **kwargs):
+    """An env factory whose `index`-th env (counting from 0) is a FaultyEnv, the others IdentityEnvs."""
+    made = itertools.count()
+    return lambda: FaultyEnv(**kwargs) if next(made) == index else IdentityEnv()
 
 
 class ContinuousIdentityEnv(gym.Env):
