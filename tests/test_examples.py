@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+from keras_a3c import saving
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "cartpole.py")
 
@@ -108,3 +110,24 @@ def test_pendulum_flagfile_holds_the_flag_defaults():
     )
     assert out.returncode == 0, out.stderr
     assert "flags match" in out.stdout
+
+
+def test_cartpole_example_resumes_from_its_newest_checkpoint(tmp_path):
+    checkpoints = tmp_path / "checkpoints"
+    common = ["--workers=2", "--envs_per_worker=4", "--eval_episodes=0", "--verbose=0",
+              f"--checkpoint_dir={checkpoints}"]
+    first = run_example(*common, "--total_steps=3000", "--checkpoint_every_steps=1000")
+    assert first.returncode == 0, first.stderr
+    saved = saving.checkpoints(checkpoints)
+    assert 1 <= len(saved) <= 3  # --keep_checkpoints=3
+    steps = int(os.path.basename(saved[-1]).removeprefix("ckpt-"))
+    assert steps >= 3000
+    second = run_example(*common, "--total_steps=6000", "--resume")
+    assert second.returncode == 0, second.stderr
+    assert f"resumed from {saved[-1]} at env step {steps:,}" in second.stdout
+    trained = int(second.stdout.split("trained ")[1].split(" env steps")[0].replace(",", ""))
+    assert 6000 - steps <= trained < 6000 - steps + 200  # only the remaining steps (+ segments in flight)
+    assert int(os.path.basename(saving.checkpoints(checkpoints)[-1]).removeprefix("ckpt-")) == steps + trained
+    done = run_example(*common, "--total_steps=6000", "--resume")
+    assert done.returncode == 0 and "nothing to train" in done.stdout
+
