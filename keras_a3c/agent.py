@@ -351,8 +351,7 @@ class A3C(keras.Model):
                     )
                 )
         except BaseException:
-            for thread in threads:
-                thread.env.close()
+            self._finish_fit(threads)
             raise
 
         first_step = state.env_steps

@@ -67,6 +67,25 @@ def test_an_env_that_raises_in_one_worker_stops_fit_within_2_s(tmp_path, mode, f
         assert 0 < loaded.worker_state.env_steps <= agent.worker_state.env_steps
 
 
+def test_an_env_that_cannot_be_made_fails_fit_before_any_worker_starts():
+    made = []
+
+    def factory():
+        if len(made) == 5:
+            raise OSError("no display for env 5")
+        made.append(IdentityEnv())
+        return made[-1]
+
+    agent = make_agent()
+    threads_before = threading.active_count()
+    with pytest.raises(OSError, match="no display for env 5"):
+        agent.fit(factory, total_steps=10_000, workers=3, envs_per_worker=2, verbose=0)
+    assert threading.active_count() == threads_before
+    assert agent.worker_state.start_time is None  # the fit's clock stopped; the agent can fit again
+    agent.fit(IdentityEnv, total_steps=200, workers=2, envs_per_worker=2, verbose=0)
+    assert agent.worker_state.env_steps >= 200
+
+
 # ----------------------------------------------------------------------------- 2. non-finite numbers
 
 
