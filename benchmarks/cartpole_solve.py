@@ -22,11 +22,7 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import statistics
-import subprocess
 import sys
-import tempfile
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -37,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import ENV_ID, SOLVED_AT, WINDOW, default_agent, flagfile_config, solve_point  # noqa: E402
+from common import ENV_ID, SOLVED_AT, WINDOW, default_agent, flagfile_config, fmt, in_subprocess, run_result, stats  # noqa: E402
 
 PEERS = ("sb3_a2c", "sb3_ppo")
 
@@ -59,31 +55,6 @@ flags.register_validator("scaling", lambda ws: all(w.isdigit() and int(w) >= 1 f
 
 
 # ----------------------------------------------------------------------------- protocol
-
-
-def run_result(times, steps, returns, total_steps: int, seconds: float, **extra) -> dict:
-    """One run's row: solved, time and steps to solve, throughput, peak RSS."""
-    times, steps, returns = (np.asarray(x, np.float64) for x in (times, steps, returns))
-    point = solve_point(times, steps, returns)
-    best = float(np.convolve(returns, np.ones(WINDOW) / WINDOW, mode="valid").max()) if len(returns) >= WINDOW else None
-    # Sustained throughput: over the second half of the run's episodes, set-up excluded.
-    half = len(times) // 2
-    sustained = None
-    if len(times) > 2 and times[-1] > times[half]:
-        sustained = (steps[-1] - steps[half]) / (times[-1] - times[half])
-    return {
-        "solved": point is not None,
-        "seconds_to_solve": point[0] if point else None,
-        "steps_to_solve": point[1] if point else None,
-        "env_steps": int(total_steps),
-        "seconds": seconds,
-        "steps_per_second": total_steps / seconds,
-        "sustained_steps_per_second": sustained,
-        "episodes": len(returns),
-        "best_mean_return": best,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        **extra,
-    }
 
 
 # ----------------------------------------------------------------------------- systems
@@ -202,26 +173,7 @@ def child(spec: dict) -> dict:
     return run_sb3(spec["system"], spec["seed"], spec["max_seconds"], spec["max_steps"])
 
 
-def in_subprocess(spec: dict) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "result.json")
-        proc = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), f"--run={json.dumps({**spec, 'out': out})}"],
-            capture_output=True, text=True,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"benchmark run {spec} failed:\n{proc.stderr[-3000:]}")
-        with open(out) as f:
-            return json.load(f)
-
-
 def summarise(runs: list[dict]) -> dict:
-    def stats(values):
-        values = [v for v in values if v is not None]
-        if not values:
-            return None
-        return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
     return {
         "solved": sum(r["solved"] for r in runs),
         "runs": len(runs),
@@ -231,12 +183,6 @@ def summarise(runs: list[dict]) -> dict:
         "sustained_steps_per_second": stats([r["sustained_steps_per_second"] for r in runs]),
         "peak_rss_mb": stats([r["peak_rss_mb"] for r in runs]),
     }
-
-
-def _fmt(stat: dict | None, spec: str) -> str:
-    if stat is None:
-        return "-"
-    return f"{stat['median']:{spec}} [{stat['min']:{spec}}, {stat['max']:{spec}}]"
 
 
 def print_table(systems: dict[str, dict], rates: dict[str, float]) -> None:
@@ -252,10 +198,10 @@ def print_table(systems: dict[str, dict], rates: dict[str, float]) -> None:
         s = entry["summary"]
         sps = s["steps_per_second"]
         row = (
-            name, f"{s['solved']}/{s['runs']}", _fmt(s["seconds_to_solve"], ".1f"), _fmt(s["steps_to_solve"], ",.0f"),
-            _fmt(sps, ",.0f"), _fmt(s["sustained_steps_per_second"], ",.0f"),
+            name, f"{s['solved']}/{s['runs']}", fmt(s["seconds_to_solve"], ".1f"), fmt(s["steps_to_solve"], ",.0f"),
+            fmt(sps, ",.0f"), fmt(s["sustained_steps_per_second"], ",.0f"),
             f"{sps['median'] / rates['single_env']:.3f}", f"{sps['median'] / vector_rate:.3f}",
-            _fmt(s["peak_rss_mb"], ".0f"),
+            fmt(s["peak_rss_mb"], ".0f"),
         )
         print("| " + " | ".join(row) + " |")
 
@@ -283,12 +229,12 @@ def main(argv):
     for peer in FLAGS.peer:
         variants[peer] = {"system": peer}
 
-    rates = in_subprocess({"system": "env_rates", "seconds": FLAGS.env_rate_seconds})
+    rates = in_subprocess(__file__, {"system": "env_rates", "seconds": FLAGS.env_rate_seconds})
     systems = {}
     for name, variant in variants.items():
         runs = []
         for seed in range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds):
-            run = {"seed": seed, **in_subprocess({**variant, **caps, "seed": seed})}
+            run = {"seed": seed, **in_subprocess(__file__, {**variant, **caps, "seed": seed})}
             print(f"{name} seed {seed}: solved {run['solved']}, {run['seconds_to_solve'] or '-'} s, "
                   f"{run['steps_to_solve'] or '-'} steps, {run['steps_per_second']:,.0f} steps/s, "
                   f"peak RSS {run['peak_rss_mb']:.0f} MB", flush=True)

@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
+import json
 import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 
@@ -51,13 +57,73 @@ def default_agent(hogwild: bool | None = None):
     return agent
 
 
-def solve_point(times: np.ndarray, steps: np.ndarray, returns: np.ndarray) -> tuple[float, int] | None:
-    """(seconds, env steps) at which the mean of the last WINDOW returns first reaches SOLVED_AT."""
+def solve_point(
+    times: np.ndarray, steps: np.ndarray, returns: np.ndarray, target: float = SOLVED_AT
+) -> tuple[float, int] | None:
+    """(seconds, env steps) at which the mean of the last WINDOW returns first reaches `target`."""
     if len(returns) < WINDOW:
         return None
     means = np.convolve(returns, np.ones(WINDOW) / WINDOW, mode="valid")  # means[i] ends at episode i + WINDOW - 1
-    hits = np.flatnonzero(means >= SOLVED_AT)
+    hits = np.flatnonzero(means >= target)
     if not len(hits):
         return None
     i = hits[0] + WINDOW - 1
     return float(times[i]), int(steps[i])
+
+
+def run_result(times, steps, returns, total_steps: int, seconds: float, target: float = SOLVED_AT, **extra) -> dict:
+    """One run's row: solved (the mean of the last WINDOW returns reached `target`), time and
+    steps to solve, throughput (overall, and sustained over the second half), peak RSS."""
+    times, steps, returns = (np.asarray(x, np.float64) for x in (times, steps, returns))
+    point = solve_point(times, steps, returns, target)
+    best = float(np.convolve(returns, np.ones(WINDOW) / WINDOW, mode="valid").max()) if len(returns) >= WINDOW else None
+    # Sustained throughput: over the second half of the run's episodes, set-up excluded.
+    half = len(times) // 2
+    sustained = None
+    if len(times) > 2 and times[-1] > times[half]:
+        sustained = (steps[-1] - steps[half]) / (times[-1] - times[half])
+    return {
+        "solved": point is not None,
+        "seconds_to_solve": point[0] if point else None,
+        "steps_to_solve": point[1] if point else None,
+        "env_steps": int(total_steps),
+        "seconds": seconds,
+        "steps_per_second": total_steps / seconds,
+        "sustained_steps_per_second": sustained,
+        "episodes": len(returns),
+        "best_mean_return": best,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        **extra,
+    }
+
+
+def in_subprocess(script: str, spec: dict) -> dict:
+    """Run `script --run=<spec as JSON>` in a fresh Python process (so peak RSS is per run) and
+    return the JSON result it writes to `spec["out"]`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "result.json")
+        proc = subprocess.run(
+            [sys.executable, os.path.abspath(script), f"--run={json.dumps({**spec, 'out': out})}"],
+            capture_output=True, text=True,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"benchmark run {spec} failed:\n{proc.stderr[-3000:]}")
+        with open(out) as f:
+            return json.load(f)
+
+
+def stats(values: list) -> dict | None:
+    """Median, min and max of the values that are not None; None if there are none."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return None
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def fmt(stat: dict | float | None, spec: str) -> str:
+    """A table cell: `median [min, max]` of a `stats` dict, or one number, or '-'."""
+    if stat is None:
+        return "-"
+    if not isinstance(stat, dict):
+        return f"{stat:{spec}}"
+    return f"{stat['median']:{spec}} [{stat['min']:{spec}}, {stat['max']:{spec}}]"

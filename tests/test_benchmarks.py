@@ -56,3 +56,21 @@ def test_soak_smoke_run(tmp_path):
     result = json.loads(out.read_text())
     assert len(result["samples"]) >= 2
     assert {"time", "env_steps", "rss_mb", "train_traces"} <= set(result["samples"][0])
+
+
+def test_pendulum_solve_smoke_run(tmp_path):
+    out = tmp_path / "result.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "benchmarks", "pendulum_solve.py"), "--seeds=1", "--max_steps=7000",
+         "--workers=2", "--max_seconds=30", "--eval_episodes=2", "--env_rate_seconds=0.05", f"--json={out}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "| **keras_a3c 2 workers** | all | 0/1 |" in proc.stdout
+    result = json.loads(out.read_text())
+    assert result["protocol"]["target_return"] == -175 and result["protocol"]["eval_episodes"] == 2
+    run = result["systems"]["keras_a3c 2 workers"]["runs"][0]
+    assert run["env_steps"] >= 7000 and run["episodes"] > 0 and run["peak_rss_mb"] > 0
+    assert len(run["eval_returns"]) == 2 and run["eval_mean"] == np.mean(run["eval_returns"])
+    assert {"solved", "seconds_to_solve", "steps_to_solve", "seconds", "steps_per_second"} <= set(run)
+    assert {"single_env", "vector_env_16"} == set(result["env_steps_per_second"])
