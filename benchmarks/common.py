@@ -45,8 +45,11 @@ def default_agent(hogwild: bool | None = None):
         obs_space, action_space, hidden_units=[int(u) for u in config["hidden_units"].split(",")]
     )
     agent = keras_a3c.A3C(network)
+    learning_rate, decay_updates = float(config["learning_rate"]), int(config["learning_rate_decay_updates"])
+    if decay_updates:
+        learning_rate = keras.optimizers.schedules.PolynomialDecay(learning_rate, decay_updates, learning_rate / 10)
     agent.compile(
-        optimizer=keras.optimizers.Adam(float(config["learning_rate"]), epsilon=float(config["adam_epsilon"])),
+        optimizer=keras.optimizers.Adam(learning_rate, epsilon=float(config["adam_epsilon"])),
         entropy_coef=float(config["entropy_coef"]),
         value_coef=float(config["value_coef"]),
         gamma=float(config["gamma"]),

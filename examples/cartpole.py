@@ -37,6 +37,9 @@ flags.DEFINE_integer("total_steps", 1_000_000, "Environment steps to train for, 
 flags.DEFINE_integer("seed", 0, "Seed for weights, environments and action sampling.")
 flags.DEFINE_integer("n_steps", 5, "t_max: steps per worker segment; one update per segment.", lower_bound=1)
 flags.DEFINE_float("learning_rate", 3e-3, "Adam learning rate of the shared optimizer.", lower_bound=0.0)
+flags.DEFINE_integer("learning_rate_decay_updates", 0, "If > 0, decay the learning rate linearly to a tenth of "
+                     "--learning_rate over this many updates, then hold it: keeps long runs from collapsing after "
+                     "solving (e.g. 8000). 0 keeps it constant (fastest to solve).", lower_bound=0)
 flags.DEFINE_float("adam_epsilon", 1e-5, "Adam epsilon; above the 1e-7 default it damps the steps once gradients get "
                    "small, which keeps the policy from saturating on a wrong action.", lower_bound=0.0)
 flags.DEFINE_float("entropy_coef", 0.01, "beta: weight of the entropy bonus.", lower_bound=0.0)
@@ -92,8 +95,14 @@ def main(argv):
             observation_space, action_space, hidden_units=[int(u) for u in FLAGS.hidden_units]
         )
         agent = keras_a3c.A3C(network)
+        learning_rate = FLAGS.learning_rate
+        if FLAGS.learning_rate_decay_updates:
+            # Keyed on optimizer.iterations, so it carries on across checkpoints and --resume.
+            learning_rate = keras.optimizers.schedules.PolynomialDecay(
+                FLAGS.learning_rate, FLAGS.learning_rate_decay_updates, FLAGS.learning_rate / 10
+            )
         agent.compile(
-            optimizer=keras.optimizers.Adam(FLAGS.learning_rate, epsilon=FLAGS.adam_epsilon),
+            optimizer=keras.optimizers.Adam(learning_rate, epsilon=FLAGS.adam_epsilon),
             entropy_coef=FLAGS.entropy_coef,
             value_coef=FLAGS.value_coef,
             gamma=FLAGS.gamma,
