@@ -256,3 +256,15 @@ def test_an_unknown_action_space_is_not_saved_silently(tmp_path):
     loaded = keras_a3c.load(agent.save(tmp_path / "uncompiled"))  # neither compiled nor trained: still loads
     assert loaded.action_space is None and not getattr(loaded, "compiled", False)
     np.testing.assert_array_equal(outputs(loaded)[0], outputs(agent)[0])
+
+
+def test_keras_model_checkpoint_writes_loadable_saves(tmp_path):
+    """ModelCheckpoint calls `model.save(path, overwrite=True)`: it gets the whole training state."""
+    agent = make_agent()
+    callback = keras.callbacks.ModelCheckpoint(str(tmp_path / "agent-{epoch}.keras"))
+    agent.fit(IdentityEnv, total_steps=2000, workers=2, envs_per_worker=4, steps_per_epoch=1000, verbose=0,
+              callbacks=[callback])
+    saves = sorted(os.listdir(tmp_path))
+    assert saves[:2] == ["agent-1.keras", "agent-2.keras"]
+    loaded = keras_a3c.load(tmp_path / saves[-1])
+    assert 0 < loaded.worker_state.env_steps <= agent.worker_state.env_steps
