@@ -84,6 +84,9 @@ def main(argv):
     keras.utils.set_random_seed(FLAGS.seed)
     observation_space, action_space = keras_a3c.envs.env_spaces(FLAGS.env)
 
+    if FLAGS.checkpoint_dir and not FLAGS.resume and keras_a3c.latest_checkpoint(FLAGS.checkpoint_dir):
+        raise app.UsageError(f"--checkpoint_dir {FLAGS.checkpoint_dir} holds checkpoints of an earlier run: "
+                             "pass --resume to carry on from them, or choose another directory")
     resume_from = keras_a3c.latest_checkpoint(FLAGS.checkpoint_dir) if FLAGS.resume else None
     if resume_from:
         # The saved agent: weights, optimizer slots, counters, episode statistics, RNG state.

@@ -89,7 +89,8 @@ class Checkpoint(keras.callbacks.Callback):
     `keras_a3c.load(keras_a3c.saving.latest_checkpoint(directory))`.
 
     Args:
-      directory: created if missing; an unwritable directory fails before training starts.
+      directory: created if missing; an unwritable directory, or one holding checkpoints of
+        another run (ahead of the agent's env step), fails before training starts.
       every_steps: save when this many env steps have passed since the last save.
       every_seconds: save when this many seconds have passed since the last save.
       keep: how many checkpoints to keep (older ones are deleted); None keeps all.
@@ -128,7 +129,17 @@ class Checkpoint(keras.callbacks.Callback):
         except OSError as exc:
             raise OSError(f"cannot write checkpoints to {self.directory}: {exc}") from exc
         saving.remove_stale_staging(self.directory)
-        self._last_steps = self.model.worker_state.env_steps
+        steps = self.model.worker_state.env_steps
+        latest = saving.latest_checkpoint(self.directory)
+        if latest is not None and saving.checkpoint_step(latest) > steps:
+            # Checkpoints ahead of this agent belong to another run: saving here would mix the
+            # two runs and `keep` would delete the other run's checkpoints.
+            raise FileExistsError(
+                f"{self.directory} holds checkpoints up to env step {saving.checkpoint_step(latest):,}, ahead of "
+                f"this agent (env step {steps:,}): they are another run's. Resume from them with "
+                "keras_a3c.load(keras_a3c.latest_checkpoint(directory)), or choose another directory"
+            )
+        self._last_steps = steps
         self._last_time = time.monotonic()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:

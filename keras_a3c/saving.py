@@ -54,18 +54,25 @@ def checkpoints(directory: str | os.PathLike) -> list[str]:
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
         return []
-    found = []
-    for name in os.listdir(directory):
-        step = name[len(CHECKPOINT_PREFIX) :]
-        if name.startswith(CHECKPOINT_PREFIX) and step.isdigit() and os.path.isdir(os.path.join(directory, name)):
-            found.append((int(step), os.path.join(directory, name)))
-    return [path for _, path in sorted(found)]
+    found = [
+        os.path.join(directory, name)
+        for name in os.listdir(directory)
+        if name.startswith(CHECKPOINT_PREFIX)
+        and name[len(CHECKPOINT_PREFIX) :].isdigit()
+        and os.path.isdir(os.path.join(directory, name))
+    ]
+    return sorted(found, key=checkpoint_step)
 
 
 def latest_checkpoint(directory: str | os.PathLike) -> str | None:
     """The newest complete checkpoint in `directory`, or None."""
     found = checkpoints(directory)
     return found[-1] if found else None
+
+
+def checkpoint_step(path: str | os.PathLike) -> int:
+    """The global env step in a checkpoint's name."""
+    return int(os.path.basename(os.fspath(path))[len(CHECKPOINT_PREFIX) :])
 
 
 def checkpoint_path(directory: str | os.PathLike, env_steps: int) -> str:

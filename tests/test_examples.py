@@ -122,6 +122,9 @@ def test_cartpole_example_resumes_from_its_newest_checkpoint(tmp_path):
     assert 1 <= len(saved) <= 3  # --keep_checkpoints=3
     steps = int(os.path.basename(saved[-1]).removeprefix("ckpt-"))
     assert steps >= 3000
+    fresh = run_example(*common, "--total_steps=6000")  # without --resume: refused, nothing touched
+    assert fresh.returncode != 0 and "pass --resume" in fresh.stderr
+    assert saving.checkpoints(checkpoints) == saved
     second = run_example(*common, "--total_steps=6000", "--resume")
     assert second.returncode == 0, second.stderr
     assert f"resumed from {saved[-1]} at env step {steps:,}" in second.stdout

@@ -268,3 +268,36 @@ def test_keras_model_checkpoint_writes_loadable_saves(tmp_path):
     assert saves[:2] == ["agent-1.keras", "agent-2.keras"]
     loaded = keras_a3c.load(tmp_path / saves[-1])
     assert 0 < loaded.worker_state.env_steps <= agent.worker_state.env_steps
+
+
+def test_checkpoint_every_seconds(tmp_path):
+    agent = make_agent()
+    agent.fit(IdentityEnv, total_steps=10**9, workers=2, envs_per_worker=4, verbose=0,
+              callbacks=[keras_a3c.Checkpoint(tmp_path, every_seconds=0.3, keep=None, save_at_end=False),
+                         StopAfter(seconds=1.6)])
+    assert len(saving.checkpoints(tmp_path)) >= 3
+
+
+def test_checkpoint_refuses_a_directory_holding_another_runs_checkpoints(tmp_path):
+    first = make_agent()
+    first.fit(IdentityEnv, total_steps=3000, workers=2, envs_per_worker=4, verbose=0,
+              callbacks=[keras_a3c.Checkpoint(tmp_path, every_steps=1000)])
+    before = saving.checkpoints(tmp_path)
+    with pytest.raises(FileExistsError, match="another run's"):
+        make_agent().fit(IdentityEnv, total_steps=3000, workers=2, envs_per_worker=4, verbose=0,
+                         callbacks=[keras_a3c.Checkpoint(tmp_path, every_steps=1000)])
+    assert saving.checkpoints(tmp_path) == before  # nothing deleted or overwritten
+    resumed = keras_a3c.load(keras_a3c.latest_checkpoint(tmp_path))  # resuming from them is fine
+    resumed.fit(IdentityEnv, total_steps=1000, workers=2, envs_per_worker=4, verbose=0,
+                callbacks=[keras_a3c.Checkpoint(tmp_path, every_steps=1000)])
+    assert saving.checkpoint_step(keras_a3c.latest_checkpoint(tmp_path)) > saving.checkpoint_step(before[-1])
+
+
+class StopAfter(keras.callbacks.Callback):
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds = seconds
+
+    def on_train_batch_end(self, batch, logs=None):
+        if logs["time"] - self.model.worker_state.seconds >= self.seconds:
+            self.model.stop_training = True
