@@ -7,11 +7,13 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import tempfile
 import time
 
 import keras
 
 from keras_a3c import saving
+from keras_a3c.files import staging_prefix
 
 _SHOWN = ("episode_return", "entropy", "steps_per_second")
 
@@ -123,9 +125,7 @@ class Checkpoint(keras.callbacks.Callback):
     def on_train_begin(self, logs: dict | None = None) -> None:
         try:
             os.makedirs(self.directory, exist_ok=True)
-            probe = os.path.join(self.directory, f".{saving.CHECKPOINT_PREFIX}probe.tmp-{os.getpid()}")
-            os.mkdir(probe)
-            os.rmdir(probe)
+            os.rmdir(tempfile.mkdtemp(prefix=staging_prefix(f"{saving.CHECKPOINT_PREFIX}probe"), dir=self.directory))
         except OSError as exc:
             raise OSError(f"cannot write checkpoints to {self.directory}: {exc}") from exc
         saving.remove_stale_staging(self.directory)

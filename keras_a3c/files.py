@@ -12,6 +12,18 @@ import shutil
 import tempfile
 from collections.abc import Callable
 
+STAGING_MARK = ".tmp-"
+
+
+def staging_prefix(name: str) -> str:
+    """The name prefix of the hidden staging directories of writes to `name`."""
+    return f".{name}{STAGING_MARK}"
+
+
+def is_staging(entry: str) -> bool:
+    """Whether a directory entry's name is a staging directory of `write_atomically`."""
+    return entry.startswith(".") and STAGING_MARK in entry
+
 
 def write_atomically(path: str | os.PathLike, write: Callable[[str], None], what: str, overwrite: bool = False) -> str:
     """Have `write(target)` create a file or directory at `target` (inside a staging directory
@@ -31,7 +43,7 @@ def write_atomically(path: str | os.PathLike, write: Callable[[str], None], what
     try:
         try:
             os.makedirs(parent, exist_ok=True)
-            staging = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+            staging = tempfile.mkdtemp(prefix=staging_prefix(name), dir=parent)
         except OSError as exc:
             raise OSError(f"cannot write the {what} to {path}: {exc}") from exc
         try:

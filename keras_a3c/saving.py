@@ -30,7 +30,7 @@ import gymnasium as gym
 import keras
 import numpy as np
 
-from keras_a3c.files import write_atomically
+from keras_a3c.files import is_staging, write_atomically
 from keras_a3c.workers import RunState
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def checkpoint_path(directory: str | os.PathLike, env_steps: int) -> str:
 def remove_stale_staging(directory: str | os.PathLike) -> None:
     """Delete the staging directories that killed checkpoint saves left in `directory`."""
     for name in os.listdir(directory):
-        if name.startswith(f".{CHECKPOINT_PREFIX}") and ".tmp-" in name:
+        if name.startswith(f".{CHECKPOINT_PREFIX}") and is_staging(name):
             shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
 
 

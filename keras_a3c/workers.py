@@ -39,7 +39,7 @@ class RunState:
     """Counters, episode statistics and the stop signal shared by the workers of an agent.
 
     One `RunState` lives as long as its agent, so the counters run on across `fit` calls
-    and across save / load (`state_dict` / `load_state_dict`): env steps, updates,
+    and across save / load (`state_dict` / `from_state_dict`): env steps, updates,
     episodes, the recent returns, the episode log and the training seconds are global.
     `begin` and `end` bracket one fit: the stop signal, the error slot, the per-worker
     counts and the step at which to stop belong to the fit.
