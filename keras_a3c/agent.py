@@ -20,6 +20,7 @@ from keras_a3c.callbacks import ProgressLogger
 from keras_a3c.distributions import for_action_space
 from keras_a3c.envs import EnvSpec, env_spaces, make_vector_env
 from keras_a3c.export import export_policy
+from keras_a3c.metrics import RunningMeans
 from keras_a3c.networks import check_network
 from keras_a3c.saving import save_agent
 from keras_a3c.segment import SegmentLayout
@@ -28,6 +29,8 @@ from keras_a3c.workers import RunState, Worker
 # How often the main thread wakes to run callbacks and refresh the progress display.
 _TICK_SECONDS = 0.1
 _NOT_FINITE = "not finite: A3C "
+# What each update logs (averaged per epoch): the loss terms, the gradient norm, the critic's fit.
+UPDATE_LOGS = ("loss", "policy_loss", "value_loss", "entropy", "grad_norm", "explained_variance")
 
 
 class A3C(keras.Model):
@@ -63,12 +66,8 @@ class A3C(keras.Model):
             for_action_space(action_space)  # a clear error for unsupported spaces
         self.network = network
         self.action_space = action_space
-        self.loss_tracker = keras.metrics.Mean(name="loss")
-        self.policy_loss_tracker = keras.metrics.Mean(name="policy_loss")
-        self.value_loss_tracker = keras.metrics.Mean(name="value_loss")
-        self.entropy_tracker = keras.metrics.Mean(name="entropy")
-        self.grad_norm_tracker = keras.metrics.Mean(name="grad_norm")
-        self.explained_variance_tracker = keras.metrics.Mean(name="explained_variance")
+        # Means over the updates since the last reset (each epoch end) of what every update logs.
+        self.update_logs = RunningMeans(UPDATE_LOGS, name="update_logs")
         # Global counters and episode statistics: they run on across fits and save / load.
         self.worker_state = RunState()
         self.rng = np.random.default_rng(np.random.randint(2**31) if seed is None else seed)
@@ -80,14 +79,7 @@ class A3C(keras.Model):
 
     @property
     def metrics(self) -> list[keras.metrics.Metric]:
-        return [
-            self.loss_tracker,
-            self.policy_loss_tracker,
-            self.value_loss_tracker,
-            self.entropy_tracker,
-            self.grad_norm_tracker,
-            self.explained_variance_tracker,
-        ]
+        return [self.update_logs]
 
     def compile(
         self,
@@ -189,12 +181,8 @@ class A3C(keras.Model):
             if self.max_grad_norm is not None:
                 grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm, use_norm=grad_norm)
             self.optimizer.apply(grads, variables)
-            self.loss_tracker.update_state(terms["loss"])
-            self.policy_loss_tracker.update_state(terms["policy_loss"])
-            self.value_loss_tracker.update_state(terms["value_loss"])
-            self.entropy_tracker.update_state(terms["entropy"])
-            self.grad_norm_tracker.update_state(grad_norm)
-            self.explained_variance_tracker.update_state(losses.explained_variance(values, returns, mask))
+            explained_variance = losses.explained_variance(values, returns, mask)
+            self.update_logs.update_state({**terms, "grad_norm": grad_norm, "explained_variance": explained_variance})
         return [tf.identity(v) for v in variables]
 
     def _make_train_function(self, batch: int, layout: SegmentLayout) -> Callable[[np.ndarray], list[np.ndarray]]:
@@ -453,7 +441,7 @@ class A3C(keras.Model):
         self.worker_state.end()
 
     def _logs(self, state: RunState) -> dict[str, float]:
-        logs = {m.name: float(m.result()) for m in self.metrics}
+        logs = {name: float(value) for name, value in self.update_logs.result().items()}
         logs.update(state.snapshot())
         logs["updates"] = int(self.optimizer.iterations)
         return logs

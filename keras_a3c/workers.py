@@ -12,7 +12,7 @@ are exact and the callbacks run on one thread):
     when no lock is given). The main thread reads them under the same lock when it saves
     (`A3C.paused_updates`); lock order: `train_lock`, then `RunState.lock`.
   - Keras callbacks run on the main thread only (see `A3C.fit`); the metrics they read
-    (`keras.metrics.Mean`) are updated inside the train function.
+    (`keras_a3c.metrics.RunningMeans`) are updated inside the train function.
 """
 
 from __future__ import annotations

@@ -1,0 +1,46 @@
+"""`RunningMeans`: the training logs of every update, kept by one Keras metric.
+
+Each `keras.metrics.Mean` adds its own casts, reductions and two variable updates to
+the compiled train step; six of them cost ~0.1 ms of an update that takes ~0.6 ms
+(CartPole, 24 envs x 5 steps, measured in isolation). One metric with a vector of
+totals updates all the terms with two variable writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+
+class RunningMeans(keras.metrics.Metric):
+    """Running means of named scalars, one value of each per `update_state` call.
+
+    `result()` is a dict {name: mean since the last `reset_state`} (0 before any update),
+    which Keras merges into the logs like any dict-valued metric.
+
+    Args:
+      names: the scalars' names, the keys of `update_state` and `result`.
+    """
+
+    def __init__(self, names: Sequence[str], name: str = "running_means", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.names = tuple(names)
+        self.totals = self.add_variable(shape=(len(self.names),), initializer="zeros", name="totals")
+        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+
+    def update_state(self, values: dict[str, tf.Tensor]) -> None:
+        """values: {name: scalar} with every name of the metric."""
+        missing = set(self.names) - set(values)
+        if missing:
+            raise ValueError(f"update_state needs a value for {sorted(missing)}")
+        self.totals.assign_add(tf.stack([tf.cast(values[name], self.dtype) for name in self.names]))
+        self.count.assign_add(tf.ones([], self.dtype))
+
+    def result(self) -> dict[str, tf.Tensor]:
+        means = tf.math.divide_no_nan(tf.convert_to_tensor(self.totals), tf.convert_to_tensor(self.count))
+        return dict(zip(self.names, tf.unstack(means), strict=True))
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "names": list(self.names)}
