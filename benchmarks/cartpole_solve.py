@@ -10,7 +10,7 @@ the wall-clock seconds since the run started (the agent is built after the clock
 and the global env-step count; the run counts as solved when the mean return of the last
 100 finished training episodes first reaches 475, and is stopped there, or at the cap
 (`--max_seconds`, `--max_steps`). Each run is a fresh subprocess, so peak RSS is per run.
-keras_a3c runs with the defaults of `examples/cartpole.py` (read from flags/cartpole.flags)
+keras_a3c runs with the defaults of `examples/cartpole.py` (`keras_a3c.presets.CARTPOLE`, = flags/cartpole.flags)
 unless `--workers` or `--scaling` say otherwise. Stable-Baselines3 (optional; on a CPU
 machine `pip install torch==2.13.0` first, then `pip install stable-baselines3`) runs with
 RL-Zoo's CartPole-v1 hyperparameters.
@@ -22,18 +22,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import ENV_ID, SOLVED_AT, WINDOW, default_agent, flagfile_config, fmt, in_subprocess, run_result, stats  # noqa: E402
+from common import ENV_ID, SOLVED_AT, WINDOW, default_agent, fmt, in_subprocess, preset, run_result, stats  # noqa: E402
 
 PEERS = ("sb3_a2c", "sb3_ppo")
 
@@ -42,7 +38,7 @@ flags.DEFINE_integer("seeds", 5, "Runs per system, seeds seed_offset .. seed_off
 flags.DEFINE_integer("seed_offset", 0, "First seed.")
 flags.DEFINE_multi_enum("peer", [], PEERS, "Also run this Stable-Baselines3 peer (repeatable).")
 flags.DEFINE_list("scaling", [], "Also run keras_a3c with each of these worker counts, e.g. 1,2,4,8,16.")
-flags.DEFINE_integer("workers", None, "keras_a3c worker threads (default: flags/cartpole.flags).", lower_bound=1)
+flags.DEFINE_integer("workers", None, "keras_a3c worker threads (default: keras_a3c.presets.CARTPOLE).", lower_bound=1)
 flags.DEFINE_bool("hogwild_too", False, "Also run keras_a3c with lock-free (Hogwild) updates.")
 flags.DEFINE_bool("skip_default", False, "Do not run the default keras_a3c configuration.")
 flags.DEFINE_float("max_seconds", 600.0, "Cap on the wall-clock seconds of one run.", lower_bound=1.0)
@@ -70,8 +66,7 @@ def run_keras_a3c(seed: int, max_seconds: float, max_steps: int, workers: int | 
             if logs["time"] >= max_seconds:
                 self.model.stop_training = True
 
-    config = flagfile_config()
-    workers = workers or int(config["workers"])
+    workers = workers or preset("cartpole").workers
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
     agent = default_agent(hogwild)
@@ -80,7 +75,7 @@ def run_keras_a3c(seed: int, max_seconds: float, max_steps: int, workers: int | 
         ENV_ID,
         total_steps=max_steps,
         workers=workers,
-        envs_per_worker=int(config["envs_per_worker"]),
+        envs_per_worker=preset("cartpole").envs_per_worker,
         seed=seed,
         verbose=0,
         callbacks=[keras_a3c.StopOnMeanReturn(SOLVED_AT, min_episodes=WINDOW), StopAtCap()],
@@ -89,7 +84,7 @@ def run_keras_a3c(seed: int, max_seconds: float, max_steps: int, workers: int | 
     log = history.episodes
     # Episode times count from the fit() call; shift them to the start of this run's clock.
     return run_result(
-        log["time"] + (fit_start - start), log["env_steps"], log["return"], agent.worker_state.env_steps, seconds,
+        log["time"] + (fit_start - start), log["env_steps"], log["return"], agent.env_steps, seconds,
         train_traces=agent.train_trace_count, updates=int(agent.optimizer.iterations),
     )
 
@@ -154,7 +149,7 @@ def env_step_rates(seconds: float) -> dict[str, float]:
 
     rng = np.random.default_rng(0)
     single = gym.make(ENV_ID)
-    batch = int(flagfile_config()["envs_per_worker"])
+    batch = preset("cartpole").envs_per_worker
     vector = make_vector_env(ENV_ID, batch)
     return {
         "single_env": rate(single, 1, lambda: int(rng.integers(2))),
@@ -216,7 +211,7 @@ def main(argv):
         return
 
     caps = {"max_seconds": FLAGS.max_seconds, "max_steps": FLAGS.max_steps}
-    default_workers = FLAGS.workers or int(flagfile_config()["workers"])
+    default_workers = FLAGS.workers or preset("cartpole").workers
     variants: dict[str, dict] = {}
     if not FLAGS.skip_default:
         variants[f"keras_a3c {default_workers} workers"] = {"system": "keras_a3c", "workers": default_workers,

@@ -1,8 +1,9 @@
-"""What the benchmarks share: the default CartPole-v1 configuration of `examples/cartpole.py`
-(read from flags/cartpole.flags, which a test keeps equal to the example's flag defaults)."""
+"""What the benchmarks share: the solve protocol, one run per subprocess, table cells, and the default
+CartPole-v1 agent (`keras_a3c.presets.CARTPOLE`, the defaults of `examples/cartpole.py`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -16,48 +17,22 @@ import numpy as np
 ENV_ID = "CartPole-v1"
 SOLVED_AT = 475.0  # mean return of the last WINDOW finished training episodes
 WINDOW = 100
-FLAGFILE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "flags", "cartpole.flags")
 
 
-def flagfile_config(path: str = FLAGFILE) -> dict[str, str]:
-    """`--name=value` lines of a flagfile as {name: value}; `--noname` as 'false'."""
-    config = {}
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith("--"):
-                name, sep, value = line[2:].partition("=")
-                if not sep and name.startswith("no"):
-                    name, value = name[2:], "false"
-                config[name] = value
-    return config
+def preset(name: str):
+    """`keras_a3c.presets.get(name)`, imported when first asked for: importing keras_a3c loads TensorFlow,
+    which must stay out of the peers' processes (their peak RSS is measured)."""
+    from keras_a3c import presets
+
+    return presets.get(name)
 
 
 def default_agent(hogwild: bool | None = None):
-    """The example's actor-critic and compile settings, built on this thread."""
-    import keras
-
-    import keras_a3c
-
-    config = flagfile_config()
-    obs_space, action_space = keras_a3c.envs.env_spaces(ENV_ID)
-    network = keras_a3c.actor_critic_mlp(
-        obs_space, action_space, hidden_units=[int(u) for u in config["hidden_units"].split(",")]
-    )
-    agent = keras_a3c.A3C(network)
-    learning_rate, decay_updates = float(config["learning_rate"]), int(config["learning_rate_decay_updates"])
-    if decay_updates:
-        learning_rate = keras.optimizers.schedules.PolynomialDecay(learning_rate, decay_updates, learning_rate / 10)
-    agent.compile(
-        optimizer=keras.optimizers.Adam(learning_rate, epsilon=float(config["adam_epsilon"])),
-        entropy_coef=float(config["entropy_coef"]),
-        value_coef=float(config["value_coef"]),
-        gamma=float(config["gamma"]),
-        n_steps=int(config["n_steps"]),
-        max_grad_norm=float(config["max_grad_norm"]) or None,
-        hogwild=config["hogwild"] != "false" if hogwild is None else hogwild,
-    )
-    return agent
+    """The agent of `examples/cartpole.py` with its defaults (`keras_a3c.presets.CARTPOLE`), built on this thread."""
+    cartpole = preset("cartpole")
+    if hogwild is not None:
+        cartpole = dataclasses.replace(cartpole, config=cartpole.config.replace(hogwild=hogwild))
+    return cartpole.agent()
 
 
 def solve_point(

@@ -32,23 +32,18 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
+import resource
 import tempfile
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import WINDOW, flagfile_config, fmt, in_subprocess, run_result, stats  # noqa: E402
+from common import WINDOW, fmt, in_subprocess, preset, run_result, stats  # noqa: E402
 
 ENV_ID = "Pendulum-v1"
-FLAGFILE = os.path.join(ROOT, "flags", "pendulum.flags")
-CONFIG = flagfile_config(FLAGFILE)
 EVAL_SEED = 10_000  # evaluation episode i resets with seed EVAL_SEED + i (as examples/play.py)
 PEERS = ("sb3_a2c",)
 
@@ -56,16 +51,16 @@ FLAGS = flags.FLAGS
 flags.DEFINE_integer("seeds", 5, "Runs per system, seeds seed_offset .. seed_offset + seeds - 1.", lower_bound=1)
 flags.DEFINE_integer("seed_offset", 0, "First seed.")
 flags.DEFINE_multi_enum("peer", [], PEERS, "Also run this Stable-Baselines3 peer (repeatable).")
-flags.DEFINE_integer("workers", None, "keras_a3c worker threads (default: flags/pendulum.flags).", lower_bound=1)
+flags.DEFINE_integer("workers", None, "keras_a3c worker threads (default: keras_a3c.presets.PENDULUM).", lower_bound=1)
 flags.DEFINE_bool("skip_default", False, "Do not run keras_a3c (only the peers).")
-flags.DEFINE_float("target_return", float(CONFIG["target_return"]),
-                   "Stop once the mean of the last 100 training returns reaches this (default: flags/pendulum.flags).")
+flags.DEFINE_float("target_return", None, "Stop once the mean of the last 100 training returns reaches this "
+                   "(default: keras_a3c.presets.PENDULUM.target_return).")
 flags.DEFINE_float("eval_return", -200.0, "A seed passes when its deterministic policy's eval mean reaches this.")
 flags.DEFINE_integer("eval_episodes", 20, "Deterministic evaluation episodes after training (env seeds 10000 + i).",
                      lower_bound=1)
 flags.DEFINE_float("max_seconds", 600.0, "Cap on the training wall-clock seconds of one run.", lower_bound=1.0)
-flags.DEFINE_integer("max_steps", int(CONFIG["total_steps"]),
-                     "Cap on the env steps of one run (default: total_steps of flags/pendulum.flags).", lower_bound=1)
+flags.DEFINE_integer("max_steps", None, "Cap on the env steps of one run (default: "
+                     "keras_a3c.presets.PENDULUM.total_steps).", lower_bound=1)
 flags.DEFINE_integer("sb3_max_steps", 1_000_000,
                      "SB3's own cap: RL-Zoo's n_timesteps for Pendulum-v1 (its learning rate decays linearly to 0 "
                      "over min(max_steps, sb3_max_steps)).", lower_bound=1)
@@ -79,22 +74,12 @@ flags.DEFINE_string("run", None, "Internal: run one system in this process (JSON
 # ----------------------------------------------------------------------------- protocol
 
 
-def evaluate(act, episodes: int) -> list[float]:
-    """Returns of `episodes` Pendulum-v1 episodes (env seeds EVAL_SEED + i) with `act(obs) -> action`."""
-    import gymnasium as gym
+def evaluate(act, episodes: int) -> np.ndarray:
+    """Returns of `episodes` Pendulum-v1 episodes, episode i with env seed EVAL_SEED + i, played by
+    `act(observations [episodes, 3]) -> torques [episodes, 1]`."""
+    from keras_a3c.evaluation import evaluate_policy
 
-    env = gym.make(ENV_ID)
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=EVAL_SEED + i)
-        total, done = 0.0, False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(obs))
-            total += float(reward)
-            done = terminated or truncated
-        returns.append(total)
-    env.close()
-    return returns
+    return evaluate_policy(act, ENV_ID, episodes, num_envs=episodes, seed=EVAL_SEED)
 
 
 def pendulum_result(times, steps, returns, total_steps: int, seconds: float, target: float,
@@ -110,31 +95,6 @@ def pendulum_result(times, steps, returns, total_steps: int, seconds: float, tar
 # ----------------------------------------------------------------------------- systems
 
 
-def default_pendulum_agent():
-    """The actor-critic and compile settings of examples/pendulum.py with the flagfile's values."""
-    import keras
-
-    import keras_a3c
-
-    observation_space, action_space = keras_a3c.envs.env_spaces(ENV_ID)
-    network = keras_a3c.actor_critic_mlp(
-        observation_space, action_space, hidden_units=[int(u) for u in CONFIG["hidden_units"].split(",")],
-        std=CONFIG["std"], log_std_init=float(CONFIG["log_std_init"]),
-    )
-    agent = keras_a3c.A3C(network, action_space=action_space)
-    agent.compile(
-        optimizer=keras.optimizers.Adam(float(CONFIG["learning_rate"])),
-        entropy_coef=float(CONFIG["entropy_coef"]),
-        value_coef=float(CONFIG["value_coef"]),
-        gamma=float(CONFIG["gamma"]),
-        n_steps=int(CONFIG["n_steps"]),
-        max_grad_norm=float(CONFIG["max_grad_norm"]) or None,
-        hogwild=CONFIG["hogwild"] != "false",
-        reward_scale=float(CONFIG["reward_scale"]),
-    )
-    return agent
-
-
 def run_keras_a3c(spec: dict) -> dict:
     import keras
     import tensorflow as tf
@@ -148,18 +108,18 @@ def run_keras_a3c(spec: dict) -> dict:
             if logs["time"] >= max_seconds:
                 self.model.stop_training = True
 
-    seed, workers = spec["seed"], spec["workers"] or int(CONFIG["workers"])
+    seed, workers = spec["seed"], spec["workers"] or preset("pendulum").workers
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    agent = default_pendulum_agent()
+    agent = preset("pendulum").agent()
     fit_start = time.perf_counter()
     history = agent.fit(
         ENV_ID,
         total_steps=spec["max_steps"],
         workers=workers,
-        envs_per_worker=int(CONFIG["envs_per_worker"]),
+        envs_per_worker=preset("pendulum").envs_per_worker,
         seed=seed,
-        steps_per_epoch=int(CONFIG["steps_per_epoch"]),
+        steps_per_epoch=preset("pendulum").steps_per_epoch,
         verbose=0,
         callbacks=[keras_a3c.StopOnMeanReturn(spec["target_return"], min_episodes=WINDOW), StopAtCap()],
     )
@@ -172,12 +132,12 @@ def run_keras_a3c(spec: dict) -> dict:
         path = os.path.join(tmp, "policy")
         agent.export(path)
         policy = tf.saved_model.load(path)
-        eval_returns = evaluate(lambda obs: policy.serve(tf.constant(obs[None], tf.float32)).numpy()[0],
+        eval_returns = evaluate(lambda obs: policy.serve(tf.constant(obs, tf.float32)).numpy(),
                                 spec["eval_episodes"])
     eval_seconds = time.perf_counter() - eval_start
     # Episode times count from the fit() call; shift them to the start of this run's clock.
     return pendulum_result(
-        log["time"] + (fit_start - start), log["env_steps"], log["return"], agent.worker_state.env_steps, seconds,
+        log["time"] + (fit_start - start), log["env_steps"], log["return"], agent.env_steps, seconds,
         spec["target_return"], eval_returns, eval_seconds, workers=workers,
         train_traces=agent.train_trace_count, updates=int(agent.optimizer.iterations),
     )
@@ -242,13 +202,14 @@ def run_sb3(spec: dict) -> dict:
     model.learn(total_timesteps=max_steps, callback=EpisodeLog())
     seconds = time.perf_counter() - start
 
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the evaluation imports TF
     eval_start = time.perf_counter()
     env.training, env.norm_reward = False, False  # frozen statistics
     eval_returns = evaluate(lambda obs: model.predict(env.normalize_obs(obs), deterministic=True)[0],
                             spec["eval_episodes"])
     eval_seconds = time.perf_counter() - eval_start
     return pendulum_result(times, steps, returns, model.num_timesteps, seconds, target, eval_returns, eval_seconds,
-                      torch_threads=torch.get_num_threads(), sb3_max_steps=max_steps)
+                           torch_threads=torch.get_num_threads(), sb3_max_steps=max_steps, peak_rss_mb=peak_rss_mb)
 
 
 def env_step_rates(seconds: float) -> dict[str, float]:
@@ -287,7 +248,7 @@ def env_step_rates(seconds: float) -> dict[str, float]:
         env.close()
         return n * batch / elapsed
 
-    batch = int(CONFIG["envs_per_worker"])
+    batch = preset("pendulum").envs_per_worker
     return {"single_env": single_rate(), f"vector_env_{batch}": vector_rate(batch)}
 
 
@@ -356,9 +317,14 @@ def main(argv):
         raise app.UsageError("--peer sb3_a2c needs Stable-Baselines3, which is not installed; on a CPU machine "
                              "`pip install torch==2.13.0` first, then `pip install stable-baselines3`")
 
+    pendulum = preset("pendulum")
+    if FLAGS.target_return is None:
+        FLAGS.target_return = pendulum.target_return
+    if FLAGS.max_steps is None:
+        FLAGS.max_steps = pendulum.total_steps
     caps = {"max_seconds": FLAGS.max_seconds, "max_steps": FLAGS.max_steps, "target_return": FLAGS.target_return,
               "eval_episodes": FLAGS.eval_episodes}
-    workers = FLAGS.workers or int(CONFIG["workers"])
+    workers = FLAGS.workers or pendulum.workers
     variants: dict[str, dict] = {}
     if not FLAGS.skip_default:
         variants[f"keras_a3c {workers} workers"] = {"system": "keras_a3c", "workers": workers}

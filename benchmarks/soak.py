@@ -13,22 +13,18 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import keras  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import ENV_ID, default_agent, flagfile_config  # noqa: E402
+from common import ENV_ID, default_agent, preset  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_float("minutes", 10.0, "How long to train.", lower_bound=0.0)
 flags.DEFINE_float("sample_seconds", 10.0, "Seconds between RSS samples.", lower_bound=0.1)
-flags.DEFINE_integer("workers", None, "Worker threads (default: flags/cartpole.flags).", lower_bound=1)
+flags.DEFINE_integer("workers", None, "Worker threads (default: keras_a3c.presets.CARTPOLE).", lower_bound=1)
 flags.DEFINE_string("json", "soak.json", "Write the samples and the summary here.")
 
 
@@ -61,21 +57,20 @@ class Sampler(keras.callbacks.Callback):
 
 def main(argv):
     del argv
-    config = flagfile_config()
     agent = default_agent()
     sampler = Sampler(FLAGS.minutes * 60, FLAGS.sample_seconds)
-    agent.fit(ENV_ID, total_steps=10**12, workers=FLAGS.workers or int(config["workers"]),
-              envs_per_worker=int(config["envs_per_worker"]), verbose=0, callbacks=[sampler])
+    agent.fit(ENV_ID, total_steps=10**12, workers=FLAGS.workers or preset("cartpole").workers,
+              envs_per_worker=preset("cartpole").envs_per_worker, verbose=0, callbacks=[sampler])
     samples = sampler.samples
     after_first_minute = [s for s in samples if s["time"] >= 60] or samples
     summary = {
         "minutes": FLAGS.minutes,
-        "env_steps": agent.worker_state.env_steps,
+        "env_steps": agent.env_steps,
         "rss_first_minute_mb": after_first_minute[0]["rss_mb"],
         "rss_end_mb": samples[-1]["rss_mb"],
         "rss_growth_after_first_minute_mb": samples[-1]["rss_mb"] - after_first_minute[0]["rss_mb"],
         "train_traces": sorted({s["train_traces"] for s in samples}),
-        "episodes": agent.worker_state.episodes,
+        "episodes": agent.training_state.episodes,
     }
     print(json.dumps(summary, indent=1))
     with open(FLAGS.json, "w") as f:

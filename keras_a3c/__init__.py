@@ -5,24 +5,28 @@ import os
 # The train step uses tf.GradientTape: Keras must run on the TensorFlow backend.
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from keras_a3c import losses  # noqa: E402
-from keras_a3c.agent import A3C  # noqa: E402
+from keras_a3c import losses, presets  # noqa: E402
+from keras_a3c.agent import A3C, load  # noqa: E402
 from keras_a3c.callbacks import Checkpoint, ProgressLogger, StopOnMeanReturn  # noqa: E402
+from keras_a3c.config import A3CConfig  # noqa: E402
+from keras_a3c.evaluation import evaluate_policy  # noqa: E402
 from keras_a3c.networks import actor_critic_mlp, check_network  # noqa: E402
 from keras_a3c.plot import plot_history  # noqa: E402
 from keras_a3c.saving import latest_checkpoint  # noqa: E402
-from keras_a3c.saving import load_agent as load  # noqa: E402
 
 __all__ = [
     "A3C",
+    "A3CConfig",
     "Checkpoint",
     "ProgressLogger",
     "StopOnMeanReturn",
     "actor_critic_mlp",
     "check_network",
+    "evaluate_policy",
     "latest_checkpoint",
     "load",
     "losses",
     "plot_history",
+    "presets",
 ]
 __version__ = "0.1.0"

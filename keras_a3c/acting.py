@@ -200,3 +200,24 @@ class LocalPolicy:
     def sample(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """[B, *obs_shape] float32 -> [B, *action_shape] actions sampled from pi(.|s)."""
         return self.sampler.sample(self.params(obs), rng)
+
+
+def policy_function(
+    network: keras.Model, action_space: gym.Space, deterministic: bool = True, rng: np.random.Generator | None = None
+) -> Callable[[np.ndarray], np.ndarray]:
+    """The network's policy as it is now, as a function observations [B, *obs_shape] float32 -> env
+    actions (see `ActionSampler.to_env`): the most likely action when `deterministic`, else one
+    sampled with `rng`. Acts through the numpy twin when the network has one, else through Keras."""
+    sampler = ActionSampler(action_space)
+    forward = numpy_forward(network)
+    weights = [v.numpy() for v in network.trainable_variables]
+    rng = rng or np.random.default_rng()
+
+    def act(observations: np.ndarray) -> np.ndarray:
+        if forward is not None:
+            params = forward(weights, observations)[0]
+        else:
+            params = np.asarray(network(observations, training=False)[0])
+        return sampler.to_env(sampler.mode(params) if deterministic else sampler.sample(params, rng))
+
+    return act

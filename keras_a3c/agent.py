@@ -1,36 +1,32 @@
-"""The learning side: `A3C`, a `keras.Model` with a custom `tf.GradientTape` train step,
-and a Keras-style `fit` that runs asynchronous worker threads on one shared model."""
+"""`A3C`: a `keras.Model` holding the shared actor-critic network and its compiled update, and the
+front door to training (`keras_a3c.trainer`), evaluation (`keras_a3c.evaluation`), saving
+(`keras_a3c.saving`) and export (`keras_a3c.export`)."""
 
 from __future__ import annotations
 
 import contextlib
-import math
-import threading
+import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import gymnasium as gym
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_a3c import losses
-from keras_a3c.acting import ActionSampler, LocalPolicy, numpy_forward
-from keras_a3c.callbacks import ProgressLogger
+from keras_a3c import saving
+from keras_a3c.acting import ActionSampler, policy_function
+from keras_a3c.config import A3CConfig
 from keras_a3c.distributions import for_action_space
-from keras_a3c.envs import EnvSpec, env_spaces, make_vector_env
+from keras_a3c.envs import EnvSpec, env_spaces
+from keras_a3c.evaluation import evaluate_policy
 from keras_a3c.export import export_policy
+from keras_a3c.learner import UPDATE_LOGS, Learner
 from keras_a3c.metrics import RunningMeans
 from keras_a3c.networks import check_network
-from keras_a3c.saving import save_agent
-from keras_a3c.segment import SegmentLayout
-from keras_a3c.workers import RunState, Worker
-
-# How often the main thread wakes to run callbacks and refresh the progress display.
-_TICK_SECONDS = 0.1
-_NOT_FINITE = "not finite: A3C "
-# What each update logs (averaged per epoch): the loss terms, the gradient norm, the critic's fit.
-UPDATE_LOGS = ("loss", "policy_loss", "value_loss", "entropy", "grad_norm", "explained_variance")
+from keras_a3c.trainer import Trainer
+from keras_a3c.training_state import TrainingState
 
 
 class A3C(keras.Model):
@@ -50,7 +46,7 @@ class A3C(keras.Model):
 
     Usage:
       agent = A3C(actor_critic_mlp(env.observation_space, env.action_space))
-      agent.compile(optimizer=keras.optimizers.Adam(3e-3), entropy_coef=0.01)
+      agent.compile(keras.optimizers.Adam(3e-3), entropy_coef=0.01)   # or config=A3CConfig(...)
       history = agent.fit("CartPole-v1", total_steps=300_000, workers=8)
       mean, std = agent.evaluate("CartPole-v1", episodes=100)
       agent.export("policy/")
@@ -69,9 +65,10 @@ class A3C(keras.Model):
         # Means over the updates since the last reset (each epoch end) of what every update logs.
         self.update_logs = RunningMeans(UPDATE_LOGS, name="update_logs")
         # Global counters and episode statistics: they run on across fits and save / load.
-        self.worker_state = RunState()
+        self.training_state = TrainingState()
         self.rng = np.random.default_rng(np.random.randint(2**31) if seed is None else seed)
-        self._train_lock: threading.Lock | None = None  # held by an update; `save` takes it too
+        self.config: A3CConfig | None = None
+        self.learner: Learner | None = None
         self.built = network.built
 
     def call(self, observations, training: bool = False):
@@ -84,164 +81,31 @@ class A3C(keras.Model):
     def compile(
         self,
         optimizer: str | keras.optimizers.Optimizer = "rmsprop",
-        *,
-        entropy_coef: float = 0.01,
-        value_coef: float = 0.5,
-        gamma: float = 0.99,
-        n_steps: int = 5,
-        max_grad_norm: float | None = None,
-        hogwild: bool = False,
-        reward_scale: float = 1.0,
+        config: A3CConfig | None = None,
+        **overrides: Any,
     ) -> None:
-        """Configure training.
+        """Configure training: the shared optimizer and the update's settings.
 
         Args:
           optimizer: shared by all workers (one set of slots, as the paper's shared RMSProp).
-          entropy_coef: beta, weight of the entropy bonus.
-          value_coef: weight of the value loss.
-          gamma: discount in [0, 1].
-          n_steps: t_max, env steps per worker segment (one update per segment).
-          max_grad_norm: clip gradients to this global norm; None for no clipping.
-          hogwild: apply updates without a lock (lock-free, as in the paper);
-            by default updates are serialised by a lock.
-          reward_scale: the learner trains on reward_scale * r_t (V learns the scaled
-            return); logged episode returns stay unscaled. Keeps value targets O(1) for
-            envs with large rewards (e.g. 0.1 for Pendulum's [-16.3, 0] per step).
+          config: the update's settings (`A3CConfig`); None takes its defaults.
+          **overrides: fields of `A3CConfig` to change, e.g. `entropy_coef=0.02, gamma=0.98`.
         """
-        if not (isinstance(reward_scale, (int, float)) and reward_scale > 0 and math.isfinite(reward_scale)):
-            raise ValueError(f"reward_scale must be a finite number > 0, got {reward_scale!r}")
-        for name, value in (("entropy_coef", entropy_coef), ("value_coef", value_coef)):
-            if not (isinstance(value, (int, float)) and value >= 0 and math.isfinite(value)):
-                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-        if not (isinstance(gamma, (int, float)) and 0.0 <= gamma <= 1.0):
-            raise ValueError(f"gamma must be in [0, 1], got {gamma!r}")
-        if not (isinstance(n_steps, int) and n_steps >= 1):
-            raise ValueError(f"n_steps must be an integer >= 1, got {n_steps!r}")
-        if max_grad_norm is not None and not max_grad_norm > 0:
-            raise ValueError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
+        config = (config or A3CConfig()).replace(**overrides)
         super().compile(optimizer=optimizer, jit_compile=False)
-        self.entropy_coef = float(entropy_coef)
-        self.value_coef = float(value_coef)
-        self.gamma = float(gamma)
-        self.n_steps = n_steps
-        self.max_grad_norm = max_grad_norm
-        self.hogwild = hogwild
-        self.reward_scale = float(reward_scale)
+        self.config = config
+        self.learner = Learner(self.network, self.optimizer, config, self.update_logs)
 
-    # ---------------------------------------------------------------- learning
-
-    def train_step(self, data):
-        """One A3C update from one worker's segment.
-
-        The same loss serves every policy: the distribution for the action space
-        (`Categorical` or `DiagGaussian`) supplies log pi(a_t|s_t) and H(pi(.|s_t)).
+    def train_step(self, data) -> dict[str, tf.Tensor]:
+        """One A3C update from one segment, as Keras's `train_step`: returns the logs.
 
         Args:
-          data: (observations [T+1, B, *obs], actions [T, B] (Discrete) or [T, B, D] (Box),
-            rewards [T, B], terminated [T, B], truncated [T, B], valid [T, B]); see `workers.Worker`.
-
-        Returns:
-          the shared parameters after the update, for the worker's own copy.
+          data: a segment, the dict `Learner.update` takes (observations [T+1, B, *obs], actions,
+            rewards, terminated, truncated, valid), or Keras's (segment, None, None).
         """
-        observations, actions, rewards, terminated, truncated, valid = data
-        horizon, batch = rewards.shape
-        n = horizon * batch
-        distribution = for_action_space(self._require_action_space())
-        variables = self.network.trainable_variables
-        with tf.GradientTape() as tape:
-            params, values = self.network(
-                tf.reshape(observations, [(horizon + 1) * batch, *observations.shape[2:]]), training=True
-            )
-            values = tf.reshape(values, [horizon + 1, batch])
-            params = tf.reshape(params, [horizon + 1, batch, -1])[:horizon]
-            # V(s_{t+1}) of the next observation bootstraps the return; it is a constant.
-            returns = losses.n_step_returns(
-                self.reward_scale * rewards, terminated, truncated, values[1:], self.gamma
-            )
-            pi = distribution.from_params(tf.reshape(params, [n, -1]))
-            values, returns, mask = tf.reshape(values[:horizon], [n]), tf.reshape(returns, [n]), tf.reshape(valid, [n])
-            terms = losses.actor_critic_loss(
-                log_pi=pi.log_prob(tf.reshape(actions, [n, *actions.shape[2:]])),
-                entropies=pi.entropy(),
-                values=values,
-                returns=returns,
-                mask=mask,
-                value_coef=self.value_coef,
-                entropy_coef=self.entropy_coef,
-            )
-        grads = tape.gradient(terms["loss"], variables)
-        grad_norm = tf.linalg.global_norm(grads)
-        # A non-finite loss or gradient raises here, before the update touches the weights, the
-        # optimizer or the metrics: every op after waits for the checks (graph ops are otherwise unordered).
-        checks = [
-            tf.debugging.check_numerics(terms["loss"], _NOT_FINITE + "loss"),
-            tf.debugging.check_numerics(grad_norm, _NOT_FINITE + "gradient norm"),
-        ]
-        with tf.control_dependencies(checks):
-            if self.max_grad_norm is not None:
-                grads, _ = tf.clip_by_global_norm(grads, self.max_grad_norm, use_norm=grad_norm)
-            self.optimizer.apply(grads, variables)
-            explained_variance = losses.explained_variance(values, returns, mask)
-            self.update_logs.update_state({**terms, "grad_norm": grad_norm, "explained_variance": explained_variance})
-        return [tf.identity(v) for v in variables]
-
-    def _make_train_function(self, batch: int, layout: SegmentLayout) -> Callable[[np.ndarray], list[np.ndarray]]:
-        """Trace the train step once, on this thread, for packed segments of [n_steps + 1, batch].
-
-        The returned function takes one packed segment (see `keras_a3c.segment`) and
-        returns the shared parameters after the update as numpy arrays (views of one
-        flat copy): one tensor crosses the TF boundary each way, which keeps the
-        per-update Python overhead of the call small.
-        """
-        variables = self.network.trainable_variables
-
-        def packed_step(segment):
-            weights = self.train_step(layout.unpack(segment))
-            return tf.concat([tf.reshape(w, [-1]) for w in weights], axis=0)
-
-        function = tf.function(packed_step, input_signature=[layout.spec(self.n_steps, batch)], autograph=False)
-        concrete = function.get_concrete_function()
-        self._train_tf_function = function
-        shapes = [tuple(v.shape) for v in variables]
-        splits = np.cumsum([math.prod(shape) for shape in shapes])[:-1]
-
-        def train(segment: np.ndarray) -> list[np.ndarray]:
-            try:
-                flat = concrete(tf.constant(segment)).numpy()
-            except tf.errors.InvalidArgumentError as error:
-                if _NOT_FINITE not in error.message:
-                    raise
-                what = error.message.split(_NOT_FINITE)[1].split(" :")[0]
-                raise FloatingPointError(
-                    f"the A3C {what} is not finite (rewards too large, or a diverging network?); the update "
-                    "was not applied, the shared weights are those from before it"
-                ) from error
-            return [part.reshape(shape) for part, shape in zip(np.split(flat, splits), shapes, strict=True)]
-
-        return train
-
-    @property
-    def train_trace_count(self) -> int:
-        """How often the current train function was traced (stays 1 during `fit`)."""
-        return self._train_tf_function.experimental_get_tracing_count()
-
-    def _use_action_space(self, action_space: gym.Space) -> None:
-        """Adopt the env's action space, or reject an env whose action space is not the agent's."""
-        if self.action_space is None:
-            self.action_space = action_space
-        elif self.action_space != action_space:
-            raise ValueError(
-                f"the env's action space {action_space} differs from the agent's action space {self.action_space}"
-            )
-
-    def _require_action_space(self) -> gym.Space:
-        if self.action_space is None:
-            raise RuntimeError("the agent's action space is unknown: pass action_space to A3C, or call fit first")
-        return self.action_space
-
-    def _check_compiled(self) -> None:
-        if not getattr(self, "compiled", False) or not hasattr(self, "n_steps"):
-            raise RuntimeError("call compile() before fit()")
+        segment, _, _ = keras.utils.unpack_x_y_sample_weight(data)
+        self.learner.update(segment, for_action_space(self._require_action_space()))
+        return self.update_logs.result()
 
     def fit(
         self,
@@ -279,178 +143,49 @@ class A3C(keras.Model):
         Returns:
           a `keras.callbacks.History` whose rows are epochs of `steps_per_epoch` env steps,
           and whose `episodes` holds every finished training episode of the agent (see
-          `RunState.episode_log`): `time` (training seconds, counted from each `fit` call
-          and summed over calls), `env_steps` (global env steps taken when it ended),
+          `TrainingState.episode_log`): `time` (training seconds, counted from each `fit`
+          call and summed over calls), `env_steps` (global env steps taken when it ended),
           `return` and `length`.
         """
         start_time = time.perf_counter()  # "time" in the logs counts from here, set-up included
-        self._check_compiled()
-        for name, value, low in (
-            ("total_steps", total_steps, 1),
-            ("workers", workers, 1),
-            ("envs_per_worker", envs_per_worker, 1),
-            ("steps_per_epoch", steps_per_epoch, 1),
-        ):
-            if not (isinstance(value, (int, np.integer)) and value >= low):
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if self.learner is None:
+            raise RuntimeError("call compile() before fit()")
+        for name, value in (("total_steps", total_steps), ("workers", workers),
+                            ("envs_per_worker", envs_per_worker), ("steps_per_epoch", steps_per_epoch)):
+            if not (isinstance(value, (int, np.integer)) and value >= 1):
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if seed is not None and not isinstance(seed, (int, np.integer)):
             raise ValueError(f"seed must be an integer or None, got {seed!r}")
-        obs_space, action_space = env_spaces(env)
-        check_network(self.network, obs_space, action_space)
-        self._use_action_space(action_space)
-        sampler = ActionSampler(action_space)
-        variables = self.network.trainable_variables
-        if not self.optimizer.built:
-            self.optimizer.build(variables)  # slots exist before any thread can race to create them
-        layout = SegmentLayout(obs_space.shape, sampler.shape, sampler.dtype)
-        train_function = self._make_train_function(envs_per_worker, layout)
-        forward = numpy_forward(self.network)
-        tf_params = None
-        if forward is None:
-            tf_params = tf.function(
-                lambda obs: self.network(obs)[0],
-                input_signature=[tf.TensorSpec([envs_per_worker, *obs_space.shape], tf.float32)],
-            )
-            tf_params.get_concrete_function()
-
+        spaces = env_spaces(env)
+        check_network(self.network, *spaces)
+        self._use_action_space(spaces[1])
         if seed is None:
             seed = int(self.rng.integers(2**31))
         else:
             self.rng = np.random.default_rng(seed)
-        state = self.worker_state
-        state.begin(workers, total_steps, start_time)
-        train_lock = None if self.hogwild else threading.Lock()
-        initial_weights = [v.numpy() for v in variables]
-        threads: list[Worker] = []
-        try:
-            for i in range(workers):
-                threads.append(
-                    Worker(
-                        worker_id=i,
-                        env=make_vector_env(env, envs_per_worker),
-                        policy=LocalPolicy(forward, tf_params, sampler),
-                        train_function=train_function,
-                        initial_weights=initial_weights,
-                        state=state,
-                        n_steps=self.n_steps,
-                        layout=layout,
-                        seed=seed + i * envs_per_worker,
-                        train_lock=train_lock,
-                    )
-                )
-        except BaseException:
-            self._finish_fit(threads)
-            raise
+        trainer = Trainer(self, env, spaces, total_steps, workers, envs_per_worker, callbacks or [], verbose,
+                          seed, steps_per_epoch, start_time)
+        return trainer.run()
 
-        first_step = state.env_steps
-        callback_list = keras.callbacks.CallbackList(
-            list(callbacks or []) + ([ProgressLogger(total_steps, verbose, first_step)] if verbose else []),
-            add_history=True,
-            model=self,
-            verbose=verbose,
-            epochs=math.ceil((first_step + total_steps) / steps_per_epoch),
-            steps=None,
-            total_steps=total_steps,
-        )
-        self.stop_training = False
-        self.reset_metrics()
-        self._train_lock = train_lock
-        epoch, tick, epoch_open = first_step // steps_per_epoch, 0, True
-        try:
-            callback_list.on_train_begin()
-        except BaseException:
-            self._finish_fit(threads)
-            raise
-        callback_list.on_epoch_begin(epoch)
+    @property
+    def env_steps(self) -> int:
+        """Env steps the agent has trained on, over all its fits (and the fits of the agent it was loaded from)."""
+        return self.training_state.env_steps
 
-        def end_epochs(logs: dict[str, float], final: bool) -> bool:
-            """End every epoch whose last step has been taken and, when `final`, the open
-            partial one. Epochs that ended between two looks share that interval's metrics.
-            Returns whether any epoch ended."""
-            nonlocal epoch, epoch_open
-            steps, ended = logs["env_steps"], False
-            while epoch_open:
-                full = steps >= (epoch + 1) * steps_per_epoch
-                if not (full or (final and steps > epoch * steps_per_epoch)):
-                    break
-                callback_list.on_epoch_end(epoch, dict(logs))
-                epoch_open, ended = False, True
-                if self.stop_training or (final and steps <= (epoch + 1) * steps_per_epoch):
-                    break
-                epoch += 1
-                callback_list.on_epoch_begin(epoch)
-                epoch_open = True
-            return ended
-
-        try:
-            for thread in threads:
-                thread.start()
-            while True:
-                state.stop.wait(_TICK_SECONDS)
-                if state.error is not None:
-                    break
-                finished = state.stop.is_set() or not any(t.is_alive() for t in threads)
-                logs = self._logs(state)
-                callback_list.on_train_batch_end(tick, logs)
-                tick += 1
-                if finished or self.stop_training:
-                    break
-                if end_epochs(logs, final=False):
-                    self.reset_metrics()
-                    state.reset_interval()
-                if self.stop_training:
-                    break
-        finally:
-            self._finish_fit(threads)
-        if state.error is not None:
-            raise state.error
-        # Workers are joined: the final counters are exact.
-        logs = self._logs(state)
-        end_epochs(logs, final=True)
-        self.history.episodes = state.episode_log()
-        callback_list.on_train_end(logs)
-        return self.history
+    @property
+    def train_trace_count(self) -> int:
+        """How often the compiled update was traced (stays 1 during `fit`)."""
+        return self.learner.trace_count
 
     @contextlib.contextmanager
-    def paused_updates(self):
-        """Hold off the workers' updates (during `fit`, unless hogwild) while the block runs,
-        so what it reads of the weights, the optimizer and the counters belongs together."""
-        lock = self._train_lock
+    def paused_updates(self) -> Iterator[None]:
+        """Hold off the workers' updates (unless hogwild) while the block runs, so what it reads
+        of the weights, the optimizer and the counters belongs together."""
+        lock = self.learner.lock if self.learner is not None else None
         with lock if lock is not None else contextlib.nullcontext():
             yield
 
-    def save(self, path: str, overwrite: bool = False) -> str:
-        """Save the whole training state to the directory `path`, atomically; returns its absolute path.
-
-        Weights, optimizer variables, counters (env steps, updates, episodes, seconds), episode
-        statistics, the agent's RNG state and the configuration: `keras_a3c.load(path)` rebuilds
-        the agent and `fit` carries on from the saved global step. Safe to call from a callback
-        during `fit`. An existing `path` is an error unless `overwrite`; see `keras_a3c.saving`.
-        """
-        return save_agent(self, path, overwrite=overwrite)
-
-    def _finish_fit(self, threads: list[Worker]) -> None:
-        """Stop and join every worker, close their envs, stop the fit's clock."""
-        self.worker_state.stop.set()
-        for thread in threads:
-            if thread.is_alive():
-                thread.join()
-        for thread in threads:
-            thread.env.close()
-        self._train_lock = None
-        self.worker_state.end()
-
-    def _logs(self, state: RunState) -> dict[str, float]:
-        logs = {name: float(value) for name, value in self.update_logs.result().items()}
-        logs.update(state.snapshot())
-        logs["updates"] = int(self.optimizer.iterations)
-        return logs
-
     # ---------------------------------------------------------------- acting
-
-    def _policy_outputs(self, observations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        params, values = self.network(observations, training=False)
-        return np.asarray(params), np.reshape(np.asarray(values), [-1])
 
     def predict(self, observations, deterministic: bool = True, seed: int | None = None) -> np.ndarray:
         """Env actions for a batch of observations [B, *obs_shape] -> [B] int (Discrete) or
@@ -464,66 +199,122 @@ class A3C(keras.Model):
         if observations.shape[1:] != obs_shape:
             raise ValueError(f"observations must have shape [batch, {', '.join(map(str, obs_shape))}], "
                              f"got {observations.shape}")
-        params, _ = self._policy_outputs(observations)
+        params = np.asarray(self.network(observations, training=False)[0])
         # Without a known action space the params are read as logits (the Discrete default).
         sampler = ActionSampler(self.action_space or gym.spaces.Discrete(params.shape[1]))
-        if deterministic:
-            actions = sampler.mode(params)
-        else:
-            actions = sampler.sample(params, np.random.default_rng(seed))
+        actions = sampler.mode(params) if deterministic else sampler.sample(params, np.random.default_rng(seed))
         actions = sampler.to_env(actions)
         return actions[0] if single else actions
 
     def evaluate(
-        self,
-        env: EnvSpec,
-        episodes: int = 100,
-        deterministic: bool = True,
-        num_envs: int = 16,
-        seed: int = 10_000,
+        self, env: EnvSpec, episodes: int = 100, deterministic: bool = True, num_envs: int = 16, seed: int = 10_000
     ) -> tuple[float, float]:
-        """Mean and standard deviation of the return over `episodes` episodes.
-
-        Episodes run `num_envs` at a time; each env runs a fixed share of the
-        episodes, so short episodes are not over-counted.
-        """
-        if not (isinstance(episodes, int) and episodes >= 1):
-            raise ValueError(f"episodes must be an integer >= 1, got {episodes!r}")
-        obs_space, action_space = env_spaces(env)
-        check_network(self.network, obs_space, action_space)
+        """Mean and standard deviation of the return over `episodes` episodes of the greedy
+        (`deterministic`) or sampling policy; see `keras_a3c.evaluation.evaluate_policy`."""
+        observation_space, action_space = env_spaces(env)
+        check_network(self.network, observation_space, action_space)
         self._use_action_space(action_space)
-        sampler = ActionSampler(action_space)
-        num_envs = min(num_envs, episodes)
-        targets = np.array([(episodes + i) // num_envs for i in range(num_envs)])
-        forward = numpy_forward(self.network)
-        weights = [v.numpy() for v in self.network.trainable_variables]
-        rng = np.random.default_rng(seed)
-        vec = make_vector_env(env, num_envs)
-        try:
-            obs, _ = vec.reset(seed=seed)
-            counts = np.zeros(num_envs, int)
-            running = np.zeros(num_envs)
-            reset_pending = np.zeros(num_envs, bool)
-            returns: list[float] = []
-            while (counts < targets).any():
-                obs = np.asarray(obs, np.float32)
-                params = forward(weights, obs)[0] if forward else self._policy_outputs(obs)[0]
-                actions = sampler.mode(params) if deterministic else sampler.sample(params, rng)
-                obs, reward, term, trunc, _ = vec.step(sampler.to_env(actions))
-                running += np.where(reset_pending, 0.0, reward)
-                reset_pending = term | trunc
-                for i in np.flatnonzero(reset_pending):
-                    if counts[i] < targets[i]:
-                        returns.append(float(running[i]))
-                        counts[i] += 1
-                running[reset_pending] = 0.0
-        finally:
-            vec.close()
+        policy = policy_function(self.network, action_space, deterministic, np.random.default_rng(seed))
+        returns = evaluate_policy(policy, env, episodes, num_envs, seed)
         return float(np.mean(returns)), float(np.std(returns))
 
-    def export(self, path: str, format: str = "saved_model") -> None:
+    # ---------------------------------------------------------------- saving and export
+
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> str:
+        """Save the whole training state to the directory `path`, atomically; returns its absolute path.
+
+        Weights, optimizer variables, counters (env steps, updates, episodes, seconds), episode
+        statistics, the agent's RNG state and the configuration: `keras_a3c.load(path)` rebuilds
+        the agent and `fit` carries on from the saved global step. Safe to call from a callback
+        during `fit`. An existing `path` is an error unless `overwrite`; see `keras_a3c.saving`.
+        """
+        return saving.write_state(path, self.get_train_state(), overwrite=overwrite)
+
+    def get_train_state(self) -> saving.TrainState:
+        """Everything a save keeps, as (JSON-able settings and counters, named numpy arrays).
+
+        During `fit` the state is read between two updates, so the weights, the optimizer slots and
+        the counters belong together (with `hogwild=True` the weights may mix two updates, as
+        Hogwild reads always do)."""
+        with self.paused_updates():
+            weights = self.network.get_weights()
+            optimizer = self.optimizer if self.learner is not None else None
+            slots = [v.numpy() for v in optimizer.variables] if optimizer is not None and optimizer.built else []
+            counters, arrays = self.training_state.state_dict()
+            rng_state = self.rng.bit_generator.state
+        settings = {
+            "network": keras.saving.serialize_keras_object(self.network),
+            "network_weights": len(weights),
+            "action_space": None if self.action_space is None else saving.space_to_config(self.action_space),
+            "compile": None if optimizer is None
+            else {**self.config.to_dict(), "optimizer": keras.optimizers.serialize(optimizer)},
+            "optimizer_variables": len(slots),
+            "counters": counters,
+            "rng": rng_state,
+        }
+        arrays.update({f"network_{i}": w for i, w in enumerate(weights)})
+        arrays.update({f"optimizer_{i}": v for i, v in enumerate(slots)})
+        return settings, arrays
+
+    def set_train_state(self, state: saving.TrainState) -> None:
+        """Restore a state from `get_train_state` into this agent (its network must have the saved
+        architecture): weights, compile settings and optimizer variables, counters, RNG state."""
+        settings, arrays = state
+        weights = [arrays[f"network_{i}"] for i in range(settings["network_weights"])]
+        saving.assign(self.network.weights, weights, "network")
+        if settings["action_space"] is not None:
+            self.action_space = saving.space_from_config(settings["action_space"])
+        if settings["compile"] is not None:
+            compile_settings = dict(settings["compile"])
+            optimizer = keras.optimizers.deserialize(compile_settings.pop("optimizer"))
+            self.compile(optimizer, A3CConfig.from_dict(compile_settings))
+            if settings["optimizer_variables"]:
+                self.optimizer.build(self.network.trainable_variables)
+                slots = [arrays[f"optimizer_{i}"] for i in range(settings["optimizer_variables"])]
+                saving.assign(self.optimizer.variables, slots, "optimizer")
+        self.training_state = TrainingState.from_state_dict(settings["counters"], arrays)
+        self.rng.bit_generator.state = settings["rng"]
+
+    def export(self, path: str | os.PathLike, format: str = "saved_model") -> None:
         """Write the policy to the new `path`: a TF SavedModel with the endpoints serve, sample,
         action_distribution and value (`format="saved_model"`), or the deterministic policy as a
         TFLite file (`format="tflite"`); see `keras_a3c.export` for the signatures."""
         export_policy(self.network, path, self.action_space, format)
 
+    def _use_action_space(self, action_space: gym.Space) -> None:
+        """Adopt the env's action space, or reject an env whose action space is not the agent's."""
+        if self.action_space is None:
+            self.action_space = action_space
+        elif self.action_space != action_space:
+            raise ValueError(
+                f"the env's action space {action_space} differs from the agent's action space {self.action_space}"
+            )
+
+    def _require_action_space(self) -> gym.Space:
+        if self.action_space is None:
+            raise RuntimeError("the agent's action space is unknown: pass action_space to A3C, or call fit first")
+        return self.action_space
+
+
+def load(path: str | os.PathLike, network: keras.Model | None = None) -> A3C:
+    """Rebuild an agent saved by `A3C.save` (or a `Checkpoint`), ready to `fit` on from the saved global step.
+
+    Args:
+      path: the save directory.
+      network: optional; a model of the saved architecture to load the weights into,
+        for networks Keras cannot rebuild from their config (unregistered custom layers).
+
+    Raises:
+      FileNotFoundError: nothing at `path`.
+      ValueError: `path` is not a keras_a3c save, it is corrupt or incomplete, or it does not fit `network`.
+    """
+    path = os.path.abspath(os.fspath(path))
+    state = saving.read_state(path)
+    try:
+        agent = A3C(network if network is not None else saving.rebuild_network(state[0], path))
+        agent.set_train_state(state)
+    except KeyError as exc:
+        raise ValueError(f"the keras_a3c save at {path} is incomplete or corrupt: missing {exc}") from exc
+    except ValueError as exc:
+        raise ValueError(f"cannot load the keras_a3c save at {path}: {exc}") from exc
+    return agent

@@ -1,4 +1,4 @@
-"""Keras callbacks for A3C runs. All are called from the main thread of `A3C.fit`:
+"""Keras callbacks for A3C runs. All are called from the main thread of `A3C.fit` (see `keras_a3c.trainer`):
 `on_train_batch_end` every ~0.1 s with the current logs, `on_epoch_end` every
 `steps_per_epoch` env steps."""
 
@@ -129,7 +129,7 @@ class Checkpoint(keras.callbacks.Callback):
         except OSError as exc:
             raise OSError(f"cannot write checkpoints to {self.directory}: {exc}") from exc
         saving.remove_stale_staging(self.directory)
-        steps = self.model.worker_state.env_steps
+        steps = self.model.env_steps
         latest = saving.latest_checkpoint(self.directory)
         if latest is not None and saving.checkpoint_step(latest) > steps:
             # Checkpoints ahead of this agent belong to another run: saving here would mix the
@@ -143,7 +143,7 @@ class Checkpoint(keras.callbacks.Callback):
         self._last_time = time.monotonic()
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        steps = self.model.worker_state.env_steps
+        steps = self.model.env_steps
         steps_due = self.every_steps is not None and steps - self._last_steps >= self.every_steps
         time_due = self.every_seconds is not None and time.monotonic() - self._last_time >= self.every_seconds
         if steps_due or time_due:
@@ -156,11 +156,13 @@ class Checkpoint(keras.callbacks.Callback):
     def save(self, agent: keras.Model | None = None) -> str:
         """Checkpoint `agent` (default: the model being trained) now; returns the checkpoint's path."""
         agent = agent or self.model
+        state = agent.get_train_state()
+        steps = state[0]["counters"]["env_steps"]
         # Named by the saved env-step count. The workers' last updates can land after their last
         # env step: a later save at the same step holds newer weights, so it replaces the older one.
-        path = saving.save_agent(agent, lambda steps: saving.checkpoint_path(self.directory, steps), overwrite=True)
+        path = saving.write_state(saving.checkpoint_path(self.directory, steps), state, overwrite=True)
         if self.keep is not None:
             for old in saving.checkpoints(self.directory)[: -self.keep]:
                 shutil.rmtree(old, ignore_errors=True)
-        self._last_steps, self._last_time = agent.worker_state.env_steps, time.monotonic()
+        self._last_steps, self._last_time = steps, time.monotonic()
         return path

@@ -19,17 +19,14 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
+from keras_a3c.shapes import check_rank
+
 # The Gaussian's log std is clamped here: std in [e^-5, e^2] ~ [0.0067, 7.4]. This keeps
 # std away from 0 (a float32 std of exactly 0 makes log_prob -inf/NaN and sampling
 # degenerate) and from infinity (samples stay finite), whatever the network outputs.
 LOG_STD_MIN = -5.0
 LOG_STD_MAX = 2.0
 _LOG_2PI = math.log(2.0 * math.pi)
-
-
-def _check_rank(x: tf.Tensor, rank: int, name: str) -> None:
-    if tf.TensorShape(x.shape).rank != rank:
-        raise ValueError(f"{name} must have rank {rank}, got shape {x.shape}")
 
 
 class Categorical:
@@ -41,7 +38,7 @@ class Categorical:
 
     def __init__(self, logits: tf.Tensor):
         logits = tf.convert_to_tensor(logits)
-        _check_rank(logits, 2, "logits")
+        check_rank(logits, 2, "logits")
         self.logits = logits
 
     @classmethod
@@ -55,7 +52,7 @@ class Categorical:
 
     def log_prob(self, actions: tf.Tensor) -> tf.Tensor:
         """log pi(a|s): actions [N] int -> [N]."""
-        _check_rank(actions, 1, "actions")
+        check_rank(actions, 1, "actions")
         log_pi = tf.nn.log_softmax(self.logits)
         return tf.gather(log_pi, tf.cast(actions, tf.int32), axis=1, batch_dims=1)
 
@@ -97,7 +94,7 @@ class DiagGaussian:
 
     def __init__(self, mean: tf.Tensor, log_std: tf.Tensor):
         mean, log_std = tf.convert_to_tensor(mean), tf.convert_to_tensor(log_std)
-        _check_rank(mean, 2, "mean")
+        check_rank(mean, 2, "mean")
         if not tf.TensorShape(mean.shape).is_compatible_with(tf.TensorShape(log_std.shape)):
             raise ValueError(f"mean and log_std must have the same shape, got {mean.shape} and {log_std.shape}")
         self.mean = mean
@@ -107,7 +104,7 @@ class DiagGaussian:
     def from_params(cls, params: tf.Tensor) -> DiagGaussian:
         """params: [N, 2D], the mean then the log std of each action dimension."""
         params = tf.convert_to_tensor(params)
-        _check_rank(params, 2, "Gaussian params")
+        check_rank(params, 2, "Gaussian params")
         mean, log_std = tf.split(params, 2, axis=1)
         return cls(mean, log_std)
 
@@ -118,7 +115,7 @@ class DiagGaussian:
     def log_prob(self, actions: tf.Tensor) -> tf.Tensor:
         """log pi(a|s) = -sum_d [ (a_d - mean_d)^2 / (2 std_d^2) + log std_d + log(2 pi) / 2 ]:
         actions [N, D] -> [N]."""
-        _check_rank(actions, 2, "actions")
+        check_rank(actions, 2, "actions")
         z = (tf.cast(actions, self.mean.dtype) - self.mean) * tf.exp(-self.log_std)
         return -tf.reduce_sum(0.5 * tf.square(z) + self.log_std + 0.5 * _LOG_2PI, axis=-1)
 

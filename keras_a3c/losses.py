@@ -9,40 +9,28 @@ arXiv:1602.01783, Algorithm S3. Each worker minimises
 
 where R_t is the n-step bootstrapped return. The policy enters only through
 log pi(a_t|s_t) and H(pi(.|s_t)): `actor_critic_loss` takes them per sample, so the
-same loss trains a categorical and a Gaussian policy (`keras_a3c.distributions`);
-`a3c_loss` is its categorical form from logits. `reparameterised_policy_loss` is
-soft actor-critic's policy objective, for reparameterised (pathwise) gradients.
+same loss trains a categorical and a Gaussian policy (`keras_a3c.distributions`).
+`reparameterised_policy_loss` is soft actor-critic's policy objective, for
+reparameterised (pathwise) gradients.
 
-Shapes are checked at the top of
-every function: a rank mistake such as multiplying a `[N, 1]` advantage by a
-`[N]` log-probability silently broadcasts to `[N, N]` in TensorFlow, so it is
-rejected here instead. All functions work eagerly and under `tf.function`.
+Shapes are checked at the top of every function (`keras_a3c.shapes`). All functions
+work eagerly and under `tf.function`.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_a3c.distributions import Categorical
+from keras_a3c.shapes import check_rank, check_same_shape
 
 TensorLike = tf.Tensor
-
-
-def _check_rank(x: TensorLike, rank: int, name: str) -> None:
-    if tf.TensorShape(x.shape).rank != rank:
-        raise ValueError(f"{name} must have rank {rank}, got shape {x.shape}")
-
-
-def _check_same_shape(a: TensorLike, b: TensorLike, names: str) -> None:
-    if not tf.TensorShape(a.shape).is_compatible_with(tf.TensorShape(b.shape)):
-        raise ValueError(f"{names} must have the same shape, got {a.shape} and {b.shape}")
 
 
 def _masked_mean(x: TensorLike, mask: TensorLike | None) -> TensorLike:
     """Mean of `x` [N] over the entries where `mask` [N] is 1 (0 if none are)."""
     if mask is None:
         return tf.reduce_mean(x)
-    _check_same_shape(x, mask, "values and mask")
+    check_same_shape(x, mask, "values and mask")
     mask = tf.cast(mask, x.dtype)
     return tf.reduce_sum(x * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)
 
@@ -74,9 +62,9 @@ def n_step_returns(
     Returns:
       [T, B] float, the n-step returns R_t.
     """
-    _check_rank(rewards, 2, "rewards")
+    check_rank(rewards, 2, "rewards")
     for name, x in (("terminated", terminated), ("truncated", truncated), ("next_values", next_values)):
-        _check_same_shape(rewards, x, f"rewards and {name}")
+        check_same_shape(rewards, x, f"rewards and {name}")
     horizon = rewards.shape[0]
     if horizon is None:
         raise ValueError("n_step_returns needs a static segment length T")
@@ -104,39 +92,9 @@ def advantages(returns: TensorLike, values: TensorLike) -> TensorLike:
     Returns:
       [N] float, a constant for the policy-gradient loss.
     """
-    _check_rank(returns, 1, "returns")
-    _check_same_shape(returns, values, "returns and values")
+    check_rank(returns, 1, "returns")
+    check_same_shape(returns, values, "returns and values")
     return tf.stop_gradient(returns - values)
-
-
-def log_prob(logits: TensorLike, actions: TensorLike) -> TensorLike:
-    """log pi(a|s) from unnormalised logits [N, A] and actions [N] -> [N]."""
-    return Categorical(logits).log_prob(actions)
-
-
-def policy_gradient_loss(
-    logits: TensorLike,
-    actions: TensorLike,
-    advantages: TensorLike,
-    mask: TensorLike | None = None,
-) -> TensorLike:
-    """mean(-log pi(a_t|s_t) * stop_gradient(A_t)): the REINFORCE-with-baseline loss.
-
-    Its gradient is minus the sampled policy gradient E[A grad log pi(a|s)]
-    (policy-gradient theorem, Sutton et al. 2000; A3C eq. in section 4).
-
-    Args:
-      logits: [N, A] float, unnormalised action preferences.
-      actions: [N] int, the actions taken.
-      advantages: [N] float, A_t; its gradient is stopped here.
-      mask: optional [N] {0, 1}, which entries are real transitions.
-
-    Returns:
-      scalar.
-    """
-    _check_rank(advantages, 1, "advantages")
-    _check_same_shape(actions, advantages, "actions and advantages")
-    return score_function_loss(log_prob(logits, actions), advantages, mask)
 
 
 def score_function_loss(log_pi: TensorLike, advantages: TensorLike, mask: TensorLike | None = None) -> TensorLike:
@@ -153,8 +111,8 @@ def score_function_loss(log_pi: TensorLike, advantages: TensorLike, mask: Tensor
     Returns:
       scalar.
     """
-    _check_rank(log_pi, 1, "log_pi")
-    _check_same_shape(log_pi, advantages, "log_pi and advantages")
+    check_rank(log_pi, 1, "log_pi")
+    check_same_shape(log_pi, advantages, "log_pi and advantages")
     return _masked_mean(-log_pi * tf.stop_gradient(advantages), mask)
 
 
@@ -169,8 +127,8 @@ def value_loss(values: TensorLike, returns: TensorLike, mask: TensorLike | None 
     Returns:
       scalar.
     """
-    _check_rank(values, 1, "values")
-    _check_same_shape(values, returns, "values and returns")
+    check_rank(values, 1, "values")
+    check_same_shape(values, returns, "values and returns")
     return _masked_mean(tf.square(tf.stop_gradient(returns) - values), mask)
 
 
@@ -186,8 +144,8 @@ def explained_variance(values: TensorLike, returns: TensorLike, mask: TensorLike
     Returns:
       scalar; 0 when the returns have no variance to explain.
     """
-    _check_rank(values, 1, "values")
-    _check_same_shape(values, returns, "values and returns")
+    check_rank(values, 1, "values")
+    check_same_shape(values, returns, "values and returns")
     returns, values = tf.stop_gradient(returns), tf.stop_gradient(values)
 
     def variance(x: TensorLike) -> TensorLike:
@@ -195,49 +153,6 @@ def explained_variance(values: TensorLike, returns: TensorLike, mask: TensorLike
 
     var_returns = variance(returns)
     return tf.where(var_returns > 0, 1.0 - tf.math.divide_no_nan(variance(returns - values), var_returns), 0.0)
-
-
-def entropy(logits: TensorLike, mask: TensorLike | None = None) -> TensorLike:
-    """mean H(pi(.|s)) = mean(-sum_a pi(a|s) log pi(a|s)), a positive number.
-
-    Subtract it (times entropy_coef) from the loss to encourage exploration.
-
-    Args:
-      logits: [N, A] float.
-      mask: optional [N] {0, 1}.
-
-    Returns:
-      scalar.
-    """
-    return _masked_mean(Categorical(logits).entropy(), mask)
-
-
-def a3c_loss(
-    logits: TensorLike,
-    values: TensorLike,
-    actions: TensorLike,
-    returns: TensorLike,
-    mask: TensorLike | None = None,
-    value_coef: float = 0.5,
-    entropy_coef: float = 0.01,
-) -> dict[str, TensorLike]:
-    """The A3C objective: policy loss + value_coef * value loss - entropy_coef * entropy.
-
-    Args:
-      logits: [N, A], values: [N], actions: [N], returns: [N], mask: optional [N].
-
-    Returns:
-      dict with scalars `loss`, `policy_loss`, `value_loss`, `entropy`.
-    """
-    return actor_critic_loss(
-        log_prob(logits, actions),
-        Categorical(logits).entropy(),
-        values,
-        returns,
-        mask,
-        value_coef=value_coef,
-        entropy_coef=entropy_coef,
-    )
 
 
 def actor_critic_loss(
@@ -264,8 +179,8 @@ def actor_critic_loss(
     Returns:
       dict with scalars `loss`, `policy_loss`, `value_loss`, `entropy`.
     """
-    _check_rank(entropies, 1, "entropies")
-    _check_same_shape(log_pi, entropies, "log_pi and entropies")
+    check_rank(entropies, 1, "entropies")
+    check_same_shape(log_pi, entropies, "log_pi and entropies")
     adv = advantages(returns, values)
     terms = {
         "policy_loss": score_function_loss(log_pi, adv, mask),
@@ -300,8 +215,8 @@ def reparameterised_policy_loss(
     Returns:
       scalar.
     """
-    _check_rank(log_pi, 1, "log_pi")
-    _check_same_shape(log_pi, q_values, "log_pi and q_values")
+    check_rank(log_pi, 1, "log_pi")
+    check_same_shape(log_pi, q_values, "log_pi and q_values")
     if not alpha >= 0:
         raise ValueError(f"alpha must be >= 0, got {alpha!r}")
     return _masked_mean(alpha * log_pi - q_values, mask)

@@ -1,5 +1,7 @@
-"""Save and load the whole training state of an `A3C` agent, atomically.
+"""Write and read an agent's training state (`A3C.get_train_state`), atomically; list checkpoints.
 
+This module handles plain state (JSON-able settings, named numpy arrays) and files; the agent turns
+itself into that state and back (`A3C.get_train_state` / `A3C.set_train_state`, `keras_a3c.load`).
 A save is a directory:
   agent.json  format tag and version, the network's Keras config, the action space, the
               compile settings with the optimizer's Keras config, the global counters
@@ -23,24 +25,18 @@ import json
 import os
 import shutil
 import zipfile
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Any
 
 import gymnasium as gym
 import keras
 import numpy as np
 
 from keras_a3c.files import is_staging, write_atomically
-from keras_a3c.workers import RunState
-
-if TYPE_CHECKING:
-    from keras_a3c.agent import A3C
 
 FORMAT = "keras_a3c.agent"
 FORMAT_VERSION = 1
 CONFIG_FILE = "agent.json"
 ARRAYS_FILE = "state.npz"
-COMPILE_SETTINGS = ("entropy_coef", "value_coef", "gamma", "n_steps", "max_grad_norm", "hogwild", "reward_scale")
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -106,49 +102,20 @@ def space_from_config(config: dict) -> gym.Space:
     raise ValueError(f"unknown action space type {config['type']!r}")
 
 
-# ----------------------------------------------------------------------------- save
+# ----------------------------------------------------------------------------- save and load
+
+TrainState = tuple[dict[str, Any], dict[str, np.ndarray]]
 
 
-def save_agent(
-    agent: A3C, path: str | os.PathLike | Callable[[int], str], overwrite: bool = False
-) -> str:
-    """Write the agent's whole training state to the directory `path` (see the module docstring);
-    `path` may be a function of the saved global env-step count. Returns the absolute path.
-
-    During `fit` (from a callback) the state is read between two updates, so the weights,
-    the optimizer slots and the counters belong together; with `hogwild=True` updates are
-    not serialised and the weights may mix two updates, as Hogwild reads always do.
-    """
-    with agent.paused_updates():
-        weights = agent.network.get_weights()
-        optimizer = agent.optimizer if getattr(agent, "compiled", False) else None
-        slots = [v.numpy() for v in optimizer.variables] if optimizer is not None and optimizer.built else []
-        counters, arrays = agent.worker_state.state_dict()
-        rng_state = agent.rng.bit_generator.state
-    if callable(path):
-        path = path(counters["env_steps"])
+def write_state(path: str | os.PathLike, state: TrainState, overwrite: bool = False) -> str:
+    """Write a training state (`A3C.get_train_state`: JSON-able settings, named arrays) to the
+    directory `path`, atomically; returns its absolute path. An existing `path` is a
+    `FileExistsError` unless `overwrite`."""
+    settings, arrays = state
     try:
-        config = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "network": keras.saving.serialize_keras_object(agent.network),
-            "network_weights": len(weights),
-            "action_space": None if agent.action_space is None else space_to_config(agent.action_space),
-            "compile": None
-            if optimizer is None
-            else {
-                **{name: getattr(agent, name) for name in COMPILE_SETTINGS},
-                "optimizer": keras.optimizers.serialize(optimizer),
-            },
-            "optimizer_variables": len(slots),
-            "counters": counters,
-            "rng": rng_state,
-        }
-        text = json.dumps(config, indent=1)
+        text = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, **settings}, indent=1)
     except (TypeError, ValueError) as exc:
         raise ValueError(f"cannot save the agent to {path}: its configuration is not serialisable: {exc}") from exc
-    arrays.update({f"network_{i}": w for i, w in enumerate(weights)})
-    arrays.update({f"optimizer_{i}": v for i, v in enumerate(slots)})
 
     def write(directory: str) -> None:
         os.mkdir(directory)
@@ -159,52 +126,28 @@ def save_agent(
     return write_atomically(path, write, "save", overwrite=overwrite)
 
 
-# ----------------------------------------------------------------------------- load
-
-
-def load_agent(path: str | os.PathLike, network: keras.Model | None = None) -> A3C:
-    """Rebuild an agent saved by `A3C.save`, ready to `fit` on from the saved global step.
-
-    Args:
-      path: the save directory.
-      network: optional; a model of the saved architecture to load the weights into,
-        for networks Keras cannot rebuild from their config (unregistered custom layers).
+def read_state(path: str | os.PathLike) -> TrainState:
+    """The training state saved at `path` (what `write_state` wrote).
 
     Raises:
       FileNotFoundError: nothing at `path`.
       ValueError: `path` is not a keras_a3c save, or it is corrupt or incomplete.
     """
-    from keras_a3c.agent import A3C
-
     path = os.path.abspath(os.fspath(path))
     if not os.path.exists(path):
         raise FileNotFoundError(f"no keras_a3c save at {path}")
-    config = _read_config(path)
-    arrays = _read_arrays(path)
+    return _read_config(path), _read_arrays(path)
+
+
+def rebuild_network(settings: dict[str, Any], path: str) -> keras.Model:
+    """The network of a saved state, rebuilt from its Keras config (weights not yet set)."""
     try:
-        if network is None:
-            try:
-                network = keras.saving.deserialize_keras_object(config["network"])
-            except Exception as exc:
-                raise ValueError(
-                    f"cannot rebuild the network saved in {path}: {exc}. Custom layers and models must be "
-                    "registered with keras.saving.register_keras_serializable (and imported), or pass network="
-                ) from exc
-        _assign(network.weights, [arrays[f"network_{i}"] for i in range(config["network_weights"])], "network", path)
-        action_space = None if config["action_space"] is None else space_from_config(config["action_space"])
-        agent = A3C(network, action_space=action_space)
-        if config["compile"] is not None:
-            settings = dict(config["compile"])
-            agent.compile(optimizer=keras.optimizers.deserialize(settings.pop("optimizer")), **settings)
-            if config["optimizer_variables"]:
-                agent.optimizer.build(network.trainable_variables)
-                saved = [arrays[f"optimizer_{i}"] for i in range(config["optimizer_variables"])]
-                _assign(agent.optimizer.variables, saved, "optimizer", path)
-        agent.worker_state = RunState.from_state_dict(config["counters"], arrays)
-        agent.rng.bit_generator.state = config["rng"]
-    except KeyError as exc:
-        raise ValueError(f"the keras_a3c save at {path} is incomplete or corrupt: missing {exc}") from exc
-    return agent
+        return keras.saving.deserialize_keras_object(settings["network"])
+    except Exception as exc:
+        raise ValueError(
+            f"cannot rebuild the network saved in {path}: {exc}. Custom layers and models must be "
+            "registered with keras.saving.register_keras_serializable (and imported), or pass network="
+        ) from exc
 
 
 def _read_config(path: str) -> dict:
@@ -237,13 +180,14 @@ def _read_arrays(path: str) -> dict[str, np.ndarray]:
         raise ValueError(f"the keras_a3c save at {path} is corrupt: cannot read {file} ({exc})") from exc
 
 
-def _assign(variables: list, values: list[np.ndarray], what: str, path: str) -> None:
+def assign(variables: list, values: list[np.ndarray], what: str) -> None:
+    """Set `variables` to saved `values`, all or none: a count or shape that differs is a `ValueError`."""
     if len(variables) != len(values):
-        raise ValueError(f"the save at {path} holds {len(values)} {what} variables, the {what} has {len(variables)}")
+        raise ValueError(f"the saved state holds {len(values)} {what} variables, the {what} has {len(variables)}")
     for variable, value in zip(variables, values, strict=True):
         if tuple(variable.shape) != value.shape:
             raise ValueError(
-                f"the save at {path} does not fit the {what}: {variable.path} has shape {tuple(variable.shape)}, "
+                f"the saved state does not fit the {what}: {variable.path} has shape {tuple(variable.shape)}, "
                 f"the saved value {value.shape}"
             )
     for variable, value in zip(variables, values, strict=True):

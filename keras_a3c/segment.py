@@ -42,14 +42,18 @@ class SegmentLayout:
     def spec(self, horizon: int, batch: int) -> tf.TensorSpec:
         return tf.TensorSpec([horizon + 1, batch, self.width], tf.float32)
 
-    def unpack(self, segment: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        """[T+1, B, F] -> (observations [T+1, B, *obs], actions [T, B, *action], rewards [T, B],
-        terminated [T, B] bool, truncated [T, B] bool, valid [T, B] bool)."""
+    def unpack(self, segment: tf.Tensor) -> dict[str, tf.Tensor]:
+        """[T+1, B, F] -> the segment as the learner takes it (see `Learner.update`): observations
+        [T+1, B, *obs], actions [T, B, *action], rewards [T, B], terminated / truncated / valid [T, B] bool."""
         horizon, batch = segment.shape[0] - 1, segment.shape[1]
         steps = segment[:horizon]
-        observations = tf.reshape(segment[:, :, self.observation], [horizon + 1, batch, *self.obs_shape])
-        actions = tf.cast(tf.reshape(steps[:, :, self.action], [horizon, batch, *self.action_shape]), self.action_dtype)
-        flag = lambda column: steps[:, :, column] > 0.5  # noqa: E731
-        return observations, actions, steps[:, :, self.reward], flag(self.terminated), flag(self.truncated), flag(
-            self.valid
-        )
+        return {
+            "observations": tf.reshape(segment[:, :, self.observation], [horizon + 1, batch, *self.obs_shape]),
+            "actions": tf.cast(
+                tf.reshape(steps[:, :, self.action], [horizon, batch, *self.action_shape]), self.action_dtype
+            ),
+            "rewards": steps[:, :, self.reward],
+            "terminated": steps[:, :, self.terminated] > 0.5,
+            "truncated": steps[:, :, self.truncated] > 0.5,
+            "valid": steps[:, :, self.valid] > 0.5,
+        }

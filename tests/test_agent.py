@@ -49,7 +49,7 @@ def test_all_workers_share_one_model_and_counters_are_exact():
     agent = make_agent()
     before = [w.numpy().copy() for w in agent.network.trainable_variables]
     agent.fit("CartPole-v1", total_steps=4000, workers=3, envs_per_worker=4, verbose=0)
-    state = agent.worker_state
+    state = agent.training_state
     assert sum(state.worker_steps) == state.env_steps >= 4000
     assert all(steps > 0 for steps in state.worker_steps)
     # One optimizer: its step count is the number of segments all workers sent.
@@ -62,7 +62,7 @@ def test_all_workers_share_one_model_and_counters_are_exact():
 def test_one_history_row_per_epoch_of_env_steps():
     agent = make_agent()
     history = agent.fit("CartPole-v1", total_steps=3000, workers=2, envs_per_worker=4, steps_per_epoch=500, verbose=0)
-    steps = agent.worker_state.env_steps
+    steps = agent.env_steps
     assert history.epoch == list(range(-(-steps // 500)))  # however fast the workers ran past the boundaries
     assert history.history["env_steps"][-1] == steps
 
@@ -75,7 +75,7 @@ def test_policy_lag_counts_the_updates_of_other_workers():
     history = agent.fit("CartPole-v1", total_steps=6000, workers=3, envs_per_worker=4, verbose=0)
     lag = history.history["policy_lag"][-1]
     assert 0.5 < lag < 10.0  # about 2: the other two workers each update once per segment of this one
-    assert agent.worker_state.updates == int(agent.optimizer.iterations)
+    assert agent.training_state.updates == int(agent.optimizer.iterations)
 
 
 def test_train_function_traced_once_before_workers_start():
@@ -196,10 +196,10 @@ def test_fit_before_compile_is_an_error():
 
 
 def test_episode_log_is_bounded_but_statistics_count_every_episode(monkeypatch):
-    from keras_a3c import workers
+    from keras_a3c import training_state
 
-    monkeypatch.setattr(workers, "EPISODE_LOG_LIMIT", 5)
-    state = workers.RunState()
+    monkeypatch.setattr(training_state, "EPISODE_LOG_LIMIT", 5)
+    state = training_state.TrainingState()
     state.begin(num_workers=1, total_steps=10**9)
     for _ in range(4):
         state.add_steps(0, 3, np.array([1.0, 2.0]), np.array([1, 2]))

@@ -1,10 +1,11 @@
-"""examples/cartpole.py end to end with a tiny budget, and its flagfile."""
+"""The examples end to end with tiny budgets (train, evaluate, export, checkpoint, resume), and their flagfiles."""
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 from keras_a3c import saving
 
@@ -12,8 +13,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLE = os.path.join(ROOT, "examples", "cartpole.py")
 
 
-def run_example(*args):
-    return subprocess.run([sys.executable, EXAMPLE, *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
+def run_example(*args, example=EXAMPLE):
+    return subprocess.run([sys.executable, example, *args], capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
 def test_cartpole_example_trains_evaluates_and_exports(tmp_path):
@@ -23,7 +24,7 @@ def test_cartpole_example_trains_evaluates_and_exports(tmp_path):
                       "--steps_per_epoch=1000", "--verbose=2", f"--export_dir={export_dir}", f"--plot={curve}")
     assert out.returncode == 0, out.stderr
     assert "env_steps" in out.stdout and "steps_per_second" in out.stdout
-    assert "greedy policy over 3 episodes" in out.stdout
+    assert "deterministic policy over 3 episodes" in out.stdout
     assert (export_dir / "saved_model.pb").exists()
     assert f"wrote learning curves to {curve}" in out.stdout
     assert curve.read_bytes().startswith(b"\x89PNG")
@@ -40,21 +41,43 @@ def test_cartpole_example_rejects_invalid_flags(tmp_path):
     assert out.returncode != 0 and "export_dir" in out.stderr
 
 
-def test_flagfile_holds_the_flag_defaults():
-    """flags/cartpole.flags and the flags' defaults must not drift apart."""
-    spec = importlib.util.spec_from_file_location("cartpole_example", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    flag_values = module.FLAGS
-    with open(os.path.join(ROOT, "flags", "cartpole.flags")) as f:
-        lines = [line.strip() for line in f if line.strip() and not line.startswith("#")]
-    assert lines
-    for line in lines:
-        name, _, value = line[2:].partition("=")
-        if not value and name.startswith("no") and name[2:] in flag_values:
-            name, value = name[2:], "false"
-        flag = flag_values[name]
-        assert flag.parser.parse(value) == flag.default, f"--{name}: flagfile {value!r} vs default {flag.default!r}"
+# Run in a fresh interpreter: every example defines the same flags in absl's global FLAGS.
+CHECK_FLAGFILE = """
+import importlib.util, os, sys
+import keras_a3c
+sys.path.insert(0, os.path.dirname(sys.argv[1]))  # as `python examples/<name>.py` would
+spec = importlib.util.spec_from_file_location("example", sys.argv[1])
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+FLAGS = module.common.FLAGS
+preset = keras_a3c.presets.get(sys.argv[3]).flags()
+lines = [line.strip() for line in open(sys.argv[2]) if line.strip() and not line.startswith("#")]
+names = set()
+for line in lines:
+    name, _, value = line[2:].partition("=")
+    if not value and name.startswith("no") and name[2:] in FLAGS:
+        name, value = name[2:], "false"
+    names.add(name)
+    flag = FLAGS[name]
+    parsed = flag.parser.parse(value)
+    assert parsed == flag.default, f"--{name}: flagfile {value!r} vs the example's default {flag.default!r}"
+    want = [str(u) for u in preset[name]] if isinstance(preset[name], list) else preset[name]
+    assert parsed == want, f"--{name}: flagfile {value!r} vs the preset's {preset[name]!r}"
+assert names == set(preset), f"the flagfile lacks {set(preset) - names}, has extra {names - set(preset)}"
+print(len(lines), "flags match")
+"""
+
+
+@pytest.mark.parametrize("name", ["cartpole", "pendulum"])
+def test_flagfile_holds_the_preset_and_the_example_defaults(name):
+    """flags/<name>.flags, keras_a3c.presets.<NAME> and the example's flag defaults must not drift apart."""
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK_FLAGFILE, os.path.join(ROOT, "examples", f"{name}.py"),
+         os.path.join(ROOT, "flags", f"{name}.flags"), name],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "flags match" in out.stdout
 
 
 PENDULUM = os.path.join(ROOT, "examples", "pendulum.py")
@@ -67,23 +90,6 @@ policy = tf.saved_model.load(sys.argv[1])
 actions = policy.serve(tf.constant(np.random.default_rng(0).uniform(-8, 8, (5, 3)), tf.float32))
 print(json.dumps({"dtype": actions.dtype.name, "shape": actions.shape.as_list(),
                   "min": float(tf.reduce_min(actions)), "max": float(tf.reduce_max(actions))}))
-"""
-
-# Run in a fresh interpreter: both examples define flags of the same names in absl's global FLAGS.
-CHECK_FLAGFILE = """
-import importlib.util, sys
-spec = importlib.util.spec_from_file_location("example", sys.argv[1])
-module = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(module)
-lines = [line.strip() for line in open(sys.argv[2]) if line.strip() and not line.startswith("#")]
-assert "--workers=8" in lines
-for line in lines:
-    name, _, value = line[2:].partition("=")
-    if not value and name.startswith("no") and name[2:] in module.FLAGS:
-        name, value = name[2:], "false"
-    flag = module.FLAGS[name]
-    assert flag.parser.parse(value) == flag.default, f"--{name}: flagfile {value!r} vs default {flag.default!r}"
-print(len(lines), "flags match")
 """
 
 
@@ -103,34 +109,26 @@ def test_pendulum_example_trains_evaluates_and_exports(tmp_path):
     assert -2.0 <= served["min"] <= served["max"] <= 2.0
 
 
-def test_pendulum_flagfile_holds_the_flag_defaults():
-    out = subprocess.run(
-        [sys.executable, "-c", CHECK_FLAGFILE, PENDULUM, os.path.join(ROOT, "flags", "pendulum.flags")],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "flags match" in out.stdout
-
-
-def test_cartpole_example_resumes_from_its_newest_checkpoint(tmp_path):
+@pytest.mark.parametrize("example", [EXAMPLE, PENDULUM], ids=["cartpole", "pendulum"])
+def test_the_example_resumes_from_its_newest_checkpoint(tmp_path, example):
     checkpoints = tmp_path / "checkpoints"
     common = ["--workers=2", "--envs_per_worker=4", "--eval_episodes=0", "--verbose=0",
               f"--checkpoint_dir={checkpoints}"]
-    first = run_example(*common, "--total_steps=3000", "--checkpoint_every_steps=1000")
+    first = run_example(*common, "--total_steps=3000", "--checkpoint_every_steps=1000", example=example)
     assert first.returncode == 0, first.stderr
     saved = saving.checkpoints(checkpoints)
     assert 1 <= len(saved) <= 3  # --keep_checkpoints=3
     steps = int(os.path.basename(saved[-1]).removeprefix("ckpt-"))
     assert steps >= 3000
-    fresh = run_example(*common, "--total_steps=6000")  # without --resume: refused, nothing touched
+    fresh = run_example(*common, "--total_steps=6000", example=example)  # without --resume: refused, nothing touched
     assert fresh.returncode != 0 and "pass --resume" in fresh.stderr
     assert saving.checkpoints(checkpoints) == saved
-    second = run_example(*common, "--total_steps=6000", "--resume")
+    second = run_example(*common, "--total_steps=6000", "--resume", example=example)
     assert second.returncode == 0, second.stderr
     assert f"resumed from {saved[-1]} at env step {steps:,}" in second.stdout
     trained = int(second.stdout.split("trained ")[1].split(" env steps")[0].replace(",", ""))
     assert 6000 - steps <= trained < 6000 - steps + 200  # only the remaining steps (+ segments in flight)
     assert int(os.path.basename(saving.checkpoints(checkpoints)[-1]).removeprefix("ckpt-")) == steps + trained
-    done = run_example(*common, "--total_steps=6000", "--resume")
+    done = run_example(*common, "--total_steps=6000", "--resume", example=example)
     assert done.returncode == 0 and "nothing to train" in done.stdout
 

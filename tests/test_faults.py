@@ -20,6 +20,7 @@ import pytest
 from envs import FaultyEnv, IdentityEnv, SpaceEnv, one_faulty
 
 import keras_a3c
+from keras_a3c.distributions import Categorical
 from keras_a3c.segment import SegmentLayout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,7 +65,7 @@ def test_an_env_that_raises_in_one_worker_stops_fit_within_2_s(tmp_path, mode, f
         assert latest is not None
     if latest is not None:
         loaded = keras_a3c.load(latest)
-        assert 0 < loaded.worker_state.env_steps <= agent.worker_state.env_steps
+        assert 0 < loaded.env_steps <= agent.env_steps
 
 
 def test_an_env_that_cannot_be_made_fails_fit_before_any_worker_starts():
@@ -81,9 +82,9 @@ def test_an_env_that_cannot_be_made_fails_fit_before_any_worker_starts():
     with pytest.raises(OSError, match="no display for env 5"):
         agent.fit(factory, total_steps=10_000, workers=3, envs_per_worker=2, verbose=0)
     assert threading.active_count() == threads_before
-    assert agent.worker_state.start_time is None  # the fit's clock stopped; the agent can fit again
+    assert agent.training_state.start_time is None  # the fit's clock stopped; the agent can fit again
     agent.fit(IdentityEnv, total_steps=200, workers=2, envs_per_worker=2, verbose=0)
-    assert agent.worker_state.env_steps >= 200
+    assert agent.env_steps >= 200
 
 
 # ----------------------------------------------------------------------------- 2. non-finite numbers
@@ -103,8 +104,8 @@ def test_a_non_finite_loss_keeps_the_weights_from_before_the_update():
     agent.optimizer.build(agent.network.trainable_variables)
     agent.action_space = gym.spaces.Discrete(4)
     layout = SegmentLayout((4,), (), np.int64)
-    train = agent._make_train_function(3, layout)
-    segment = layout.empty(agent.n_steps, 3)
+    train = agent.learner.compile(layout, 3, Categorical)
+    segment = layout.empty(agent.config.n_steps, 3)
     segment[:, :, layout.observation] = np.eye(4)[1]
     segment[:-1, :, layout.valid] = 1.0
     train(segment)  # one good update, so the optimizer has state to lose
@@ -150,8 +151,8 @@ def test_keyboard_interrupt_stops_every_worker_within_2_s():
         timer.cancel()
     assert time.perf_counter() - interrupted_at[0] < 2.0
     assert not worker_threads()
-    assert agent.worker_state.env_steps > 0
-    assert agent.worker_state.start_time is None  # the fit's clock stopped
+    assert agent.env_steps > 0
+    assert agent.training_state.start_time is None  # the fit's clock stopped
 
 
 def test_sigint_on_the_example_saves_a_final_checkpoint_and_exits_non_zero(tmp_path):
@@ -175,7 +176,7 @@ def test_sigint_on_the_example_saves_a_final_checkpoint_and_exits_non_zero(tmp_p
     assert "interrupted at env step" in stderr and "saved the training state to" in stderr
     latest = keras_a3c.latest_checkpoint(checkpoints)
     assert latest is not None, stderr
-    assert keras_a3c.load(latest).worker_state.env_steps >= 4000
+    assert keras_a3c.load(latest).env_steps >= 4000
 
 
 # ----------------------------------------------------------------------------- 4. invalid configuration
@@ -253,7 +254,7 @@ env = gym.make("CartPole-v1")
 agent = keras_a3c.A3C(keras_a3c.actor_critic_mlp(env.observation_space, env.action_space, (32,)))
 agent.compile(optimizer=keras.optimizers.Adam(1e-3))
 agent.fit("CartPole-v1", total_steps=200_000, workers=64, envs_per_worker=4, verbose=0)
-state = agent.worker_state
+state = agent.training_state
 assert len(state.worker_steps) == 64 and all(s > 0 for s in state.worker_steps), state.worker_steps
 assert sum(state.worker_steps) == state.env_steps >= 200_000
 assert sum(state.worker_updates) == state.updates == int(agent.optimizer.iterations)
@@ -285,7 +286,7 @@ def test_callbacks_run_on_the_calling_thread_and_the_counters_are_exact():
     agent.fit(IdentityEnv, total_steps=6000, workers=4, envs_per_worker=3, steps_per_epoch=1000, verbose=0,
               callbacks=[recorder])
     assert recorder.threads == {threading.get_ident()}
-    state = agent.worker_state
+    state = agent.training_state
     assert sum(state.worker_steps) == state.env_steps >= 6000 and all(s > 0 for s in state.worker_steps)
     assert sum(state.worker_updates) == state.updates == int(agent.optimizer.iterations)
     # Every env step of a 10-step episode is counted once: episodes * 10 <= steps < (episodes + 12) * 10.

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_a3c import losses
-from keras_a3c.distributions import DiagGaussian
+from keras_a3c.distributions import Categorical, DiagGaussian
 
 
 @pytest.fixture(params=["eager", "tf_function"])
@@ -26,23 +26,32 @@ LOGITS = tf.constant([[0.0, 0.0], [math.log(3.0), 0.0]])  # pi = (0.5, 0.5) and 
 ACTIONS = tf.constant([0, 1])
 
 
-def test_log_prob(run):
-    np.testing.assert_allclose(run(losses.log_prob, LOGITS, ACTIONS), [math.log(0.5), math.log(0.25)], rtol=1e-6)
+def log_prob(logits, actions):
+    return Categorical(logits).log_prob(actions)
 
 
-def test_policy_gradient_loss(run):
+def categorical_score_loss(logits, actions, advantages, mask=None):
+    """The score-function loss of a categorical policy from its logits."""
+    return losses.score_function_loss(log_prob(logits, actions), advantages, mask)
+
+
+def test_categorical_log_prob(run):
+    np.testing.assert_allclose(run(log_prob, LOGITS, ACTIONS), [math.log(0.5), math.log(0.25)], rtol=1e-6)
+
+
+def test_score_function_loss_weights_minus_log_pi_by_the_advantage(run):
     # -log(0.5) * 2 and -log(0.25) * 0.5, averaged.
-    loss = run(losses.policy_gradient_loss, LOGITS, ACTIONS, tf.constant([2.0, 0.5]))
+    loss = run(categorical_score_loss, LOGITS, ACTIONS, tf.constant([2.0, 0.5]))
     np.testing.assert_allclose(loss, (2 * math.log(2) + 0.5 * math.log(4)) / 2, rtol=1e-6)
-    masked = run(losses.policy_gradient_loss, LOGITS, ACTIONS, tf.constant([2.0, 0.5]), tf.constant([1.0, 0.0]))
+    masked = run(categorical_score_loss, LOGITS, ACTIONS, tf.constant([2.0, 0.5]), tf.constant([1.0, 0.0]))
     np.testing.assert_allclose(masked, 2 * math.log(2), rtol=1e-6)
 
 
-def test_policy_gradient_loss_gradient_is_advantage_weighted_score():
+def test_score_function_loss_gradient_is_advantage_weighted_score():
     logits = tf.Variable(LOGITS)
     adv = tf.constant([2.0, 0.5])
     with tf.GradientTape() as tape:
-        loss = losses.policy_gradient_loss(logits, ACTIONS, adv)
+        loss = categorical_score_loss(logits, ACTIONS, adv)
     # d/dlogits of -A log pi(a) = -A (onehot(a) - pi), averaged over the batch of 2.
     pi = np.array([[0.5, 0.5], [0.75, 0.25]])
     expected = -np.array([[2.0], [0.5]]) * (np.eye(2)[[0, 1]] - pi) / 2
@@ -53,7 +62,7 @@ def test_advantage_gradient_is_stopped():
     values = tf.Variable([1.0, 2.0])
     with tf.GradientTape() as tape:
         adv = losses.advantages(tf.constant([3.0, 1.0]), values)
-        loss = losses.policy_gradient_loss(LOGITS, ACTIONS, adv)
+        loss = categorical_score_loss(LOGITS, ACTIONS, adv)
     np.testing.assert_allclose(adv, [2.0, -1.0])
     assert tape.gradient(loss, values) is None
 
@@ -79,18 +88,37 @@ def test_explained_variance(run):
         losses.explained_variance(values, returns[:3])
 
 
-def test_entropy_is_positive_and_exact(run):
+def categorical_actor_critic_loss(logits, values, actions, returns, **coefs):
+    pi = Categorical(logits)
+    return losses.actor_critic_loss(pi.log_prob(actions), pi.entropy(), values, returns, **coefs)
+
+
+def test_categorical_entropy_is_positive_and_exact(run):
     h1 = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
-    np.testing.assert_allclose(run(losses.entropy, LOGITS), (math.log(2) + h1) / 2, rtol=1e-6)
+    np.testing.assert_allclose(run(lambda x: Categorical(x).entropy(), LOGITS), [math.log(2), h1], rtol=1e-6)
 
 
 def test_entropy_bonus_lowers_the_loss():
-    base = losses.a3c_loss(LOGITS, tf.constant([1.0, 2.0]), ACTIONS, tf.constant([3.0, 1.0]), entropy_coef=0.0)
-    bonus = losses.a3c_loss(LOGITS, tf.constant([1.0, 2.0]), ACTIONS, tf.constant([3.0, 1.0]), entropy_coef=0.1)
+    base = categorical_actor_critic_loss(LOGITS, tf.constant([1.0, 2.0]), ACTIONS, tf.constant([3.0, 1.0]),
+                                         entropy_coef=0.0)
+    bonus = categorical_actor_critic_loss(LOGITS, tf.constant([1.0, 2.0]), ACTIONS, tf.constant([3.0, 1.0]),
+                                          entropy_coef=0.1)
     np.testing.assert_allclose(base["loss"] - bonus["loss"], 0.1 * bonus["entropy"], rtol=1e-6)
     # policy loss with A = (2, -1) plus 0.5 * value loss 2.5.
     pg = (2 * math.log(2) - math.log(4)) / 2
     np.testing.assert_allclose(base["loss"], pg + 0.5 * 2.5, rtol=1e-6)
+
+
+def test_actor_critic_loss_weights_each_term_by_its_coefficient(run):
+    """Non-default value_coef and entropy_coef: loss = policy loss + c_v * value loss - c_e * entropy."""
+    h1 = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    terms = run(lambda *a: categorical_actor_critic_loss(*a, value_coef=2.0, entropy_coef=0.3),
+                LOGITS, tf.constant([1.0, 2.0]), ACTIONS, tf.constant([3.0, 1.0]))
+    pg = (2 * math.log(2) - math.log(4)) / 2  # advantages (2, -1)
+    np.testing.assert_allclose(terms["policy_loss"], pg, rtol=1e-6)
+    np.testing.assert_allclose(terms["value_loss"], 2.5, rtol=1e-6)
+    np.testing.assert_allclose(terms["entropy"], (math.log(2) + h1) / 2, rtol=1e-6)
+    np.testing.assert_allclose(terms["loss"], pg + 2.0 * 2.5 - 0.3 * (math.log(2) + h1) / 2, rtol=1e-6)
 
 
 def test_n_step_returns_terminated_and_truncated(run):
@@ -119,7 +147,7 @@ def test_n_step_returns_do_not_backpropagate_into_bootstrap():
 @pytest.mark.parametrize(
     "fn, args",
     [
-        (losses.policy_gradient_loss, (LOGITS, ACTIONS, tf.constant([[2.0], [0.5]]))),
+        (categorical_score_loss, (LOGITS, ACTIONS, tf.constant([[2.0], [0.5]]))),
         (losses.value_loss, (tf.constant([[1.0], [2.0]]), tf.constant([3.0, 1.0]))),
         (losses.value_loss, (tf.constant([1.0, 2.0]), tf.constant([[3.0], [1.0]]))),
         (losses.advantages, (tf.constant([3.0, 1.0]), tf.constant([[1.0], [2.0]]))),
@@ -132,23 +160,25 @@ def test_shape_checks_reject_broadcasting(run, fn, args):
         run(fn, *args)
 
 
-def test_seed_002_linear_softmax_preferences():
-    """pi = (0.7, 0.3), phi(s,a0) = (1,1,0), phi(s,a1) = (1,1,1): grad log pi(a0|s) = (0, 0, -0.3)."""
+def test_score_of_a_linear_softmax_policy_is_phi_minus_its_mean():
+    """Seed 002: grad log pi(a|s) = phi(s,a) - sum_b pi(b|s) phi(s,b);
+    pi = (0.7, 0.3), phi(s,a0) = (1,1,0), phi(s,a1) = (1,1,1): grad log pi(a0|s) = (0, 0, -0.3)."""
     phi = tf.constant([[1.0, 1.0, 0.0], [1.0, 1.0, 1.0]])
     theta = tf.Variable([0.0, 0.0, math.log(0.3 / 0.7)])
     with tf.GradientTape() as tape:
         logits = tf.linalg.matvec(phi, theta)[None]  # action preferences h(s, a) = theta . phi(s, a)
-        log_pi_a0 = losses.log_prob(logits, tf.constant([0]))[0]
+        log_pi_a0 = log_prob(logits, tf.constant([0]))[0]
     np.testing.assert_allclose(tf.nn.softmax(logits)[0], [0.7, 0.3], rtol=1e-6)
     np.testing.assert_allclose(tape.gradient(log_pi_a0, theta), [0.0, 0.0, -0.3], atol=1e-6)
 
 
-def test_seed_003_log_softmax_jacobian():
-    """pi = (0.5, 0.1, ..., 0.1): d log pi_i / d x_j = delta_ij - pi_j, printed in the seed one row per x_j."""
+def test_log_softmax_jacobian_is_identity_minus_pi():
+    """Seed 003: pi = (0.5, 0.1, ..., 0.1): d log pi_i / d x_j = delta_ij - pi_j,
+    printed in the seed one row per x_j."""
     pi = np.array([0.5, 0.1, 0.1, 0.1, 0.1, 0.1])
     x = tf.Variable(np.log(pi)[None].astype(np.float32))
     with tf.GradientTape() as tape:
-        log_pi = tf.concat([losses.log_prob(x, tf.constant([i])) for i in range(6)], axis=0)  # [6]
+        log_pi = tf.concat([log_prob(x, tf.constant([i])) for i in range(6)], axis=0)  # [6]
     jacobian = tape.jacobian(log_pi, x)[:, 0, :]  # [i, j] = d log pi_i / d x_j
     seed_matrix = np.array(
         [
@@ -170,7 +200,7 @@ def test_policy_gradient_theorem_on_a_two_step_mdp():
     From s0, action a leads to s_{1+a} with reward R0[a]; there a second action
     earns R1[s, a] and the episode terminates. J(theta) is computed exactly by
     enumeration; the estimate uses n_step_returns, advantages with a state baseline,
-    and policy_gradient_loss, with the gamma^t weighting of the theorem.
+    and score_function_loss, with the gamma^t weighting of the theorem.
     """
     gamma = 0.9
     r0 = np.array([0.0, 0.5], np.float32)
@@ -198,7 +228,7 @@ def test_policy_gradient_theorem_on_a_two_step_mdp():
         loss = 0.0
         for t, (states, actions) in enumerate([(np.zeros(n, np.int32), a0), (s1, a1)]):
             adv = losses.advantages(returns[t], baseline[t])
-            loss += gamma**t * losses.policy_gradient_loss(tf.gather(theta, states), actions, adv)
+            loss += gamma**t * categorical_score_loss(tf.gather(theta, states), actions, adv)
     estimate = -tf.convert_to_tensor(tape.gradient(loss, theta)).numpy()
     np.testing.assert_allclose(estimate, exact, atol=0.02)
 
@@ -209,14 +239,14 @@ def test_score_function_loss_and_actor_critic_loss(run):
         run(losses.score_function_loss, log_pi, tf.constant([2.0, 0.5])), (2 * math.log(2) + 0.5 * math.log(4)) / 2,
         rtol=1e-6,
     )
-    # The categorical a3c_loss is actor_critic_loss fed with the categorical log pi and entropy.
+    # actor_critic_loss from log pi and entropies equals it built from the categorical's logits.
     values, returns = tf.constant([1.0, 2.0]), tf.constant([3.0, 1.0])
     h1 = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
     terms = run(lambda *a: losses.actor_critic_loss(*a, entropy_coef=0.1), log_pi, tf.constant([math.log(2), h1]),
                 values, returns)
     pg = (2 * math.log(2) - math.log(4)) / 2  # advantages (2, -1)
     np.testing.assert_allclose(terms["loss"], pg + 0.5 * 2.5 - 0.1 * (math.log(2) + h1) / 2, rtol=1e-6)
-    categorical = losses.a3c_loss(LOGITS, values, ACTIONS, returns, entropy_coef=0.1)
+    categorical = categorical_actor_critic_loss(LOGITS, values, ACTIONS, returns, entropy_coef=0.1)
     for key in ("loss", "policy_loss", "value_loss", "entropy"):
         np.testing.assert_allclose(categorical[key], terms[key], rtol=1e-6)
 
@@ -263,7 +293,7 @@ def test_generic_losses_reject_broadcasting(run, fn, args):
         run(fn, *args)
 
 
-class TestSeed001ReparameterisedGaussian:
+class TestReparameterisedGaussianGradient:
     """Seed 001: for a Gaussian policy N(mu_phi(s), sigma_phi(s)) and a = f_phi(eps; s) = mu + sigma * eps,
 
         grad_phi log pi(f_phi(eps; s)|s) = grad_a log pi(a|s) grad_phi f_phi(eps; s) + grad_phi log pi(a|s) at a fixed,

@@ -46,9 +46,9 @@ def test_save_load_carries_weights_optimizer_counters_and_rng(tmp_path):
     for a, b in zip(agent.optimizer.variables, loaded.optimizer.variables, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())  # iterations and the Adam slots
     assert int(loaded.optimizer.iterations) == int(agent.optimizer.iterations) > 0
-    assert (loaded.entropy_coef, loaded.gamma, loaded.n_steps) == (0.02, 0.95, 4)
+    assert (loaded.config.entropy_coef, loaded.config.gamma, loaded.config.n_steps) == (0.02, 0.95, 4)
     assert loaded.action_space == agent.action_space
-    saved, restored = agent.worker_state, loaded.worker_state
+    saved, restored = agent.training_state, loaded.training_state
     assert (restored.env_steps, restored.updates, restored.episodes) == (saved.env_steps, saved.updates, saved.episodes)
     assert list(restored.recent_returns) == list(saved.recent_returns) and restored.episodes > 0
     for key, values in saved.episode_log().items():
@@ -61,7 +61,7 @@ def test_save_load_carries_weights_optimizer_counters_and_rng(tmp_path):
 def test_a_loaded_agent_trains_on_from_the_saved_global_step(tmp_path):
     agent = make_agent()
     agent.fit(IdentityEnv, total_steps=3000, workers=2, envs_per_worker=4, steps_per_epoch=1000, verbose=0)
-    state = agent.worker_state
+    state = agent.training_state
     steps, updates, episodes = state.env_steps, int(agent.optimizer.iterations), state.episodes
     loaded = keras_a3c.load(agent.save(tmp_path / "agent"))
 
@@ -74,7 +74,7 @@ def test_a_loaded_agent_trains_on_from_the_saved_global_step(tmp_path):
     expected = 3e-3 * 0.5 ** (int(loaded.optimizer.iterations) / 50)
     assert float(loaded.optimizer.learning_rate) == pytest.approx(expected, rel=1e-5)
     log = history.episodes  # the whole run, before and after the save
-    assert len(log["return"]) == loaded.worker_state.episodes
+    assert len(log["return"]) == loaded.training_state.episodes
     assert log["env_steps"][0] <= steps < log["env_steps"][-1] and np.all(np.diff(log["time"]) >= 0)
 
 
@@ -166,13 +166,13 @@ def test_checkpoint_callback_saves_during_fit_and_keeps_the_newest(tmp_path):
     found = saving.checkpoints(directory)
     assert len(found) == 2 and sorted(os.listdir(directory)) == [os.path.basename(p) for p in found]
     latest = keras_a3c.latest_checkpoint(directory)
-    assert latest == found[-1] and latest.endswith(f"ckpt-{agent.worker_state.env_steps:012d}")  # the final save
+    assert latest == found[-1] and latest.endswith(f"ckpt-{agent.env_steps:012d}")  # the final save
     loaded = keras_a3c.load(latest)
-    assert loaded.worker_state.env_steps == agent.worker_state.env_steps
+    assert loaded.env_steps == agent.env_steps
     np.testing.assert_array_equal(outputs(loaded)[0], outputs(agent)[0])
     earlier = keras_a3c.load(found[0])  # saved mid-fit: its counters belong together
-    assert 0 < earlier.worker_state.env_steps < agent.worker_state.env_steps
-    assert earlier.worker_state.updates == int(earlier.optimizer.iterations)
+    assert 0 < earlier.env_steps < agent.env_steps
+    assert earlier.training_state.updates == int(earlier.optimizer.iterations)
 
 
 def test_an_unwritable_checkpoint_directory_fails_before_any_worker_starts(tmp_path):
@@ -228,7 +228,7 @@ def test_a_process_killed_while_saving_leaves_the_last_checkpoint_loadable(tmp_p
     staging = [name for name in os.listdir(directory) if name.startswith(".ckpt-")]
     assert len(staging) == 1 and ".tmp-" in staging[0]  # the half-written save, hidden
     agent = keras_a3c.load(keras_a3c.latest_checkpoint(directory))
-    assert agent.worker_state.env_steps >= 1000 and int(agent.optimizer.iterations) > 0
+    assert agent.env_steps >= 1000 and int(agent.optimizer.iterations) > 0
 
 
 def test_partial_dot_directories_are_never_listed_as_checkpoints(tmp_path):
@@ -267,7 +267,7 @@ def test_keras_model_checkpoint_writes_loadable_saves(tmp_path):
     saves = sorted(os.listdir(tmp_path))
     assert saves[:2] == ["agent-1.keras", "agent-2.keras"]
     loaded = keras_a3c.load(tmp_path / saves[-1])
-    assert 0 < loaded.worker_state.env_steps <= agent.worker_state.env_steps
+    assert 0 < loaded.env_steps <= agent.env_steps
 
 
 def test_checkpoint_every_seconds(tmp_path):
@@ -299,5 +299,5 @@ class StopAfter(keras.callbacks.Callback):
         self.seconds = seconds
 
     def on_train_batch_end(self, batch, logs=None):
-        if logs["time"] - self.model.worker_state.seconds >= self.seconds:
+        if logs["time"] - self.model.training_state.seconds >= self.seconds:
             self.model.stop_training = True

@@ -1,0 +1,74 @@
+"""`A3CConfig`: the settings of the A3C update, one frozen object that `A3C.compile` takes and a save keeps."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclasses.dataclass(frozen=True)
+class A3CConfig:
+    """How the learner turns a worker's segment into an update (Mnih et al. 2016, Algorithm S3).
+
+    Every field is checked when the config is made: a bad value is a `ValueError` naming it.
+
+    Attributes:
+      n_steps: t_max, env steps per worker segment (one update per segment), >= 1.
+      gamma: discount of the n-step return, in [0, 1].
+      entropy_coef: beta, weight of the entropy bonus, >= 0.
+      value_coef: weight of the value loss, >= 0.
+      max_grad_norm: clip the gradients to this global norm (> 0); None does not clip.
+      reward_scale: the learner trains on reward_scale * r_t (V learns the scaled return; logged
+        episode returns stay unscaled), > 0; keeps value targets O(1) for envs with large rewards.
+      hogwild: apply updates without a lock (lock-free, as in the paper); by default a lock
+        serialises them.
+    """
+
+    n_steps: int = 5
+    gamma: float = 0.99
+    entropy_coef: float = 0.01
+    value_coef: float = 0.5
+    max_grad_norm: float | None = None
+    reward_scale: float = 1.0
+    hogwild: bool = False
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.n_steps, int) and not isinstance(self.n_steps, bool) and self.n_steps >= 1):
+            raise ValueError(f"n_steps must be an integer >= 1, got {self.n_steps!r}")
+        if not (_finite_number(self.gamma) and 0.0 <= self.gamma <= 1.0):
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
+        for name in ("entropy_coef", "value_coef"):
+            value = getattr(self, name)
+            if not (_finite_number(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.max_grad_norm is not None and not (_finite_number(self.max_grad_norm) and self.max_grad_norm > 0):
+            raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
+        if not (_finite_number(self.reward_scale) and self.reward_scale > 0):
+            raise ValueError(f"reward_scale must be a finite number > 0, got {self.reward_scale!r}")
+        if not isinstance(self.hogwild, bool):
+            raise ValueError(f"hogwild must be a bool, got {self.hogwild!r}")
+
+    def replace(self, **overrides: Any) -> A3CConfig:
+        """A copy with some fields changed (checked as a new config); an unknown name is a `TypeError`."""
+        unknown = set(overrides) - {field.name for field in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown A3C setting(s) {sorted(unknown)}; A3CConfig has {self.field_names()}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-able dict (what a save keeps)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> A3CConfig:
+        """The inverse of `to_dict`; an unknown name is a `TypeError`."""
+        return cls().replace(**values)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [field.name for field in dataclasses.fields(cls)]

@@ -1,0 +1,147 @@
+"""The learning side: the A3C update of the shared network and optimizer, and its compiled form.
+
+`Learner.update` is the update of one worker's segment (the loss of `keras_a3c.losses`, one
+`tf.GradientTape`, the optimizer); `Learner.compile` traces it once, on the main thread, for the
+packed segments of one `fit` (see `keras_a3c.segment`). Workers call the compiled function
+under `Learner.lock` (none when `hogwild`), which is also what `A3C.paused_updates` takes.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_a3c import losses
+from keras_a3c.config import A3CConfig
+from keras_a3c.distributions import Distribution
+from keras_a3c.metrics import RunningMeans
+from keras_a3c.segment import SegmentLayout
+
+# What each update logs (averaged per epoch): the loss terms, the gradient norm, the critic's fit.
+UPDATE_LOGS = ("loss", "policy_loss", "value_loss", "entropy", "grad_norm", "explained_variance")
+_NOT_FINITE = "not finite: A3C "
+
+TrainFunction = Callable[[np.ndarray], list[np.ndarray]]
+
+
+class Learner:
+    """Applies A3C updates to `network` with `optimizer`, as `config` says, and logs them in `logs`.
+
+    Args:
+      network: the shared actor-critic (see `keras_a3c.networks`).
+      optimizer: shared by all workers (one set of slots, as the paper's shared RMSProp).
+      config: the update's settings.
+      logs: the running means of UPDATE_LOGS, updated by every update.
+    """
+
+    def __init__(self, network: keras.Model, optimizer: keras.optimizers.Optimizer, config: A3CConfig,
+                 logs: RunningMeans):
+        self.network = network
+        self.optimizer = optimizer
+        self.config = config
+        self.logs = logs
+        # Held by an update (unless hogwild) and by whoever must read the weights, the optimizer
+        # and the counters between two updates (a save). Lock order: this lock, then TrainingState.lock.
+        self.lock: threading.Lock | None = None if config.hogwild else threading.Lock()
+        self._function: tf.types.experimental.PolymorphicFunction | None = None
+
+    def update(self, segment: dict[str, tf.Tensor], distribution: Distribution) -> None:
+        """One A3C update from one worker's segment.
+
+        The same loss serves every policy: `distribution` (`Categorical` or `DiagGaussian`)
+        supplies log pi(a_t|s_t) and H(pi(.|s_t)).
+
+        Args:
+          segment: observations [T+1, B, *obs] (row T is the bootstrap observation), actions
+            [T, B] (Discrete) or [T, B, D] (Box), rewards [T, B], terminated [T, B], truncated
+            [T, B] and valid [T, B] (see `keras_a3c.segment`).
+          distribution: the policy's distribution class.
+        """
+        config = self.config
+        observations, actions = segment["observations"], segment["actions"]
+        horizon, batch = segment["rewards"].shape
+        n = horizon * batch
+        variables = self.network.trainable_variables
+        with tf.GradientTape() as tape:
+            params, values = self.network(
+                tf.reshape(observations, [(horizon + 1) * batch, *observations.shape[2:]]), training=True
+            )
+            values = tf.reshape(values, [horizon + 1, batch])
+            params = tf.reshape(params, [horizon + 1, batch, -1])[:horizon]
+            # V(s_{t+1}) of the next observation bootstraps the return; it is a constant.
+            returns = losses.n_step_returns(
+                config.reward_scale * segment["rewards"], segment["terminated"], segment["truncated"], values[1:],
+                config.gamma,
+            )
+            pi = distribution.from_params(tf.reshape(params, [n, -1]))
+            values, returns = tf.reshape(values[:horizon], [n]), tf.reshape(returns, [n])
+            mask = tf.reshape(segment["valid"], [n])
+            terms = losses.actor_critic_loss(
+                log_pi=pi.log_prob(tf.reshape(actions, [n, *actions.shape[2:]])),
+                entropies=pi.entropy(),
+                values=values,
+                returns=returns,
+                mask=mask,
+                value_coef=config.value_coef,
+                entropy_coef=config.entropy_coef,
+            )
+        grads = tape.gradient(terms["loss"], variables)
+        grad_norm = tf.linalg.global_norm(grads)
+        # A non-finite loss or gradient raises here, before the update touches the weights, the
+        # optimizer or the metrics: every op after waits for the checks (graph ops are otherwise unordered).
+        checks = [
+            tf.debugging.check_numerics(terms["loss"], _NOT_FINITE + "loss"),
+            tf.debugging.check_numerics(grad_norm, _NOT_FINITE + "gradient norm"),
+        ]
+        with tf.control_dependencies(checks):
+            if config.max_grad_norm is not None:
+                grads, _ = tf.clip_by_global_norm(grads, config.max_grad_norm, use_norm=grad_norm)
+            self.optimizer.apply(grads, variables)
+            explained_variance = losses.explained_variance(values, returns, mask)
+            self.logs.update_state({**terms, "grad_norm": grad_norm, "explained_variance": explained_variance})
+
+    def compile(self, layout: SegmentLayout, batch: int, distribution: Distribution) -> TrainFunction:
+        """Trace `update` once, on this thread, for packed segments [n_steps + 1, batch, F].
+
+        The returned function takes one packed segment and returns the shared parameters after
+        the update as numpy arrays (views of one flat copy), for the worker's own copy theta':
+        one tensor crosses the TF boundary each way, which keeps the per-update Python overhead
+        small. A non-finite loss or gradient is a `FloatingPointError`; the update is then not applied.
+        """
+        variables = self.network.trainable_variables
+
+        def packed_update(segment):
+            self.update(layout.unpack(segment), distribution)
+            return tf.concat([tf.reshape(v, [-1]) for v in variables], axis=0)
+
+        self._function = tf.function(
+            packed_update, input_signature=[layout.spec(self.config.n_steps, batch)], autograph=False
+        )
+        concrete = self._function.get_concrete_function()
+        shapes = [tuple(v.shape) for v in variables]
+        splits = np.cumsum([math.prod(shape) for shape in shapes])[:-1]
+
+        def train(segment: np.ndarray) -> list[np.ndarray]:
+            try:
+                flat = concrete(tf.constant(segment)).numpy()
+            except tf.errors.InvalidArgumentError as error:
+                if _NOT_FINITE not in error.message:
+                    raise
+                what = error.message.split(_NOT_FINITE)[1].split(" :")[0]
+                raise FloatingPointError(
+                    f"the A3C {what} is not finite (rewards too large, or a diverging network?); the update "
+                    "was not applied, the shared weights are those from before it"
+                ) from error
+            return [part.reshape(shape) for part, shape in zip(np.split(flat, splits), shapes, strict=True)]
+
+        return train
+
+    @property
+    def trace_count(self) -> int:
+        """How often the compiled update was traced (stays 1 during `fit`); 0 before `compile`."""
+        return 0 if self._function is None else self._function.experimental_get_tracing_count()

@@ -1,0 +1,145 @@
+"""Named presets: settings that learn a task, in one place. The examples take their flag defaults
+from them, `flags/<name>.flags` holds the same values (a test keeps the two equal), and the
+benchmarks build their agents with them.
+
+    preset = keras_a3c.presets.get("cartpole")
+    agent = preset.agent()                          # network, optimizer and A3CConfig of the preset
+    agent.fit(preset.env, total_steps=preset.total_steps, **preset.fit_kwargs())
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import gymnasium as gym
+import keras
+
+from keras_a3c.agent import A3C
+from keras_a3c.config import A3CConfig
+from keras_a3c.envs import env_spaces
+from keras_a3c.networks import STD_PARAMETERISATIONS, actor_critic_mlp
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    """Everything that sets how an agent learns a task, checked when made.
+
+    Attributes:
+      env: the gymnasium id the settings were chosen on.
+      config: the update's settings (`A3CConfig`).
+      learning_rate: Adam's initial learning rate.
+      learning_rate_decay_updates: if > 0, the learning rate decays linearly to a tenth of
+        `learning_rate` over this many updates, then holds (keyed on `optimizer.iterations`,
+        so it carries on across save / load); 0 keeps it constant.
+      adam_epsilon: Adam's epsilon.
+      hidden_units: widths of the shared MLP trunk (`actor_critic_mlp`).
+      std: the Gaussian head's std parameterisation (Box actions only).
+      log_std_init: the Gaussian head's initial log std (Box actions only).
+      workers: actor-learner threads.
+      envs_per_worker: envs each worker steps as one batch.
+      total_steps: env steps to train for.
+      target_return: stop once the mean return of the last 100 training episodes reaches this.
+      eval_episodes: episodes of the greedy evaluation after training.
+      steps_per_epoch: env steps per Keras epoch (one History row).
+    """
+
+    env: str
+    config: A3CConfig
+    learning_rate: float
+    learning_rate_decay_updates: int = 0
+    adam_epsilon: float = 1e-7
+    hidden_units: tuple[int, ...] = (64, 64)
+    std: str = "state_independent"
+    log_std_init: float = 0.0
+    workers: int = 8
+    envs_per_worker: int = 8
+    total_steps: int = 1_000_000
+    target_return: float = float("inf")
+    eval_episodes: int = 100
+    steps_per_epoch: int = 10_000
+
+    def __post_init__(self) -> None:
+        if not (self.learning_rate > 0 and self.adam_epsilon > 0):
+            raise ValueError(f"learning_rate and adam_epsilon must be > 0, got {self.learning_rate!r}, "
+                             f"{self.adam_epsilon!r}")
+        if self.std not in STD_PARAMETERISATIONS:
+            raise ValueError(f"std must be one of {STD_PARAMETERISATIONS}, got {self.std!r}")
+        for name in ("workers", "envs_per_worker", "total_steps", "steps_per_epoch", "learning_rate_decay_updates",
+                     "eval_episodes"):
+            value, low = getattr(self, name), 0 if name in ("learning_rate_decay_updates", "eval_episodes") else 1
+            if not (isinstance(value, int) and value >= low):
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not (self.hidden_units and all(isinstance(u, int) and u >= 1 for u in self.hidden_units)):
+            raise ValueError(f"hidden_units must be positive integers, got {self.hidden_units!r}")
+
+    def optimizer(self) -> keras.optimizers.Adam:
+        """Adam with the preset's learning rate (and its linear decay, if any) and epsilon."""
+        learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = self.learning_rate
+        if self.learning_rate_decay_updates:
+            learning_rate = keras.optimizers.schedules.PolynomialDecay(
+                self.learning_rate, self.learning_rate_decay_updates, self.learning_rate / 10
+            )
+        return keras.optimizers.Adam(learning_rate, epsilon=self.adam_epsilon)
+
+    def network(self, observation_space: gym.Space, action_space: gym.Space) -> keras.Model:
+        """The preset's actor-critic MLP for these spaces."""
+        return actor_critic_mlp(observation_space, action_space, hidden_units=self.hidden_units, std=self.std,
+                                log_std_init=self.log_std_init)
+
+    def agent(self) -> A3C:
+        """A new agent for `env`, built and compiled with the preset's settings."""
+        observation_space, action_space = env_spaces(self.env)
+        agent = A3C(self.network(observation_space, action_space), action_space=action_space)
+        agent.compile(self.optimizer(), self.config)
+        return agent
+
+    def fit_kwargs(self) -> dict[str, int]:
+        """The preset's `A3C.fit` arguments besides the env and the step budget."""
+        return {"workers": self.workers, "envs_per_worker": self.envs_per_worker,
+                "steps_per_epoch": self.steps_per_epoch}
+
+    def flags(self) -> dict[str, Any]:
+        """The preset as flat flag values, {flag name: value}, as the examples' flags and the
+        flagfiles spell them (the config's fields inline; no gradient clipping is 0)."""
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        values.update(values.pop("config").to_dict())
+        values["max_grad_norm"] = values["max_grad_norm"] or 0.0
+        values["hidden_units"] = list(values["hidden_units"])
+        return values
+
+
+CARTPOLE = Preset(
+    env="CartPole-v1",
+    config=A3CConfig(n_steps=5, gamma=0.98, entropy_coef=0.02, value_coef=0.5, max_grad_norm=5.0),
+    learning_rate=4e-3,
+    learning_rate_decay_updates=6000,
+    adam_epsilon=1e-5,
+    workers=8,
+    envs_per_worker=24,
+    total_steps=1_000_000,
+    target_return=495.0,
+    eval_episodes=100,
+    steps_per_epoch=20_000,
+)
+
+PENDULUM = Preset(
+    env="Pendulum-v1",
+    config=A3CConfig(n_steps=8, gamma=0.9, entropy_coef=0.0, value_coef=0.5, max_grad_norm=0.5, reward_scale=0.1),
+    learning_rate=3e-4,
+    workers=8,
+    envs_per_worker=16,
+    total_steps=3_000_000,
+    target_return=-175.0,
+    eval_episodes=20,
+    steps_per_epoch=50_000,
+)
+
+PRESETS = {"cartpole": CARTPOLE, "pendulum": PENDULUM}
+
+
+def get(name: str) -> Preset:
+    """The preset called `name` (one of PRESETS)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; the presets are {sorted(PRESETS)}")
+    return PRESETS[name]

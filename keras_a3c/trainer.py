@@ -1,0 +1,228 @@
+"""The run loop of `A3C.fit`: start the worker threads, tick the Keras callbacks on the main thread,
+end epochs, stop and join every worker, and raise what went wrong.
+
+The main thread owns the `Trainer`, the callbacks and the progress display; the workers own their
+envs and policies (`keras_a3c.workers`); the shared model and optimizer change only inside the
+learner's compiled update (`keras_a3c.learner`). See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+import keras
+import tensorflow as tf
+
+from keras_a3c.acting import ActionSampler, LocalPolicy, numpy_forward
+from keras_a3c.callbacks import ProgressLogger
+from keras_a3c.distributions import for_action_space
+from keras_a3c.envs import EnvSpec, make_vector_env
+from keras_a3c.segment import SegmentLayout
+from keras_a3c.workers import Worker
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+
+    from keras_a3c.agent import A3C
+
+# How often the main thread wakes to run callbacks and refresh the progress display.
+TICK_SECONDS = 0.1
+
+
+class Trainer:
+    """One `fit` of an agent: `workers` threads, each stepping `envs_per_worker` copies of `env`,
+    until `total_steps` more env steps are taken, a callback sets `stop_training`, a worker
+    fails or Ctrl-C comes. Arguments as in `A3C.fit`, checked there.
+
+    `run` leaves no worker thread alive and every env closed, however it ends. Ctrl-C during
+    `run` only asks the workers to stop (a SIGINT handler sets a flag the main thread reads every
+    tick); `run` raises `KeyboardInterrupt` once every worker is joined, so no lock is left
+    held by an interrupt and no save is cut in half.
+    """
+
+    def __init__(
+        self,
+        agent: A3C,
+        env: EnvSpec,
+        spaces: tuple[gym.Space, gym.Space],
+        total_steps: int,
+        workers: int,
+        envs_per_worker: int,
+        callbacks: Sequence[keras.callbacks.Callback],
+        verbose: int,
+        seed: int,
+        steps_per_epoch: int,
+        start_time: float,
+    ):
+        self.agent = agent
+        self.env = env
+        self.observation_space, self.action_space = spaces
+        self.total_steps = total_steps
+        self.num_workers = workers
+        self.envs_per_worker = envs_per_worker
+        self.callbacks = list(callbacks)
+        self.verbose = verbose
+        self.seed = seed
+        self.steps_per_epoch = steps_per_epoch
+        self.start_time = start_time
+        self.state = agent.training_state
+        self.threads: list[Worker] = []
+        self.epoch = 0
+        self.epoch_open = False
+        self._interrupted = False
+
+    def run(self) -> keras.callbacks.History:
+        """Train; returns the agent's History (see `A3C.fit`)."""
+        with self._sigint_stops_the_workers():
+            try:
+                self._start_workers()
+                callback_list = self._callback_list()
+                callback_list.on_train_begin()
+                self._loop(callback_list)
+            finally:
+                self._stop_workers()
+            if self.state.error is not None:
+                raise self.state.error
+            if self._interrupted:
+                raise KeyboardInterrupt
+        # Workers are joined: the final counters are exact.
+        logs = self._logs()
+        self._end_epochs(callback_list, logs, final=True)
+        self.agent.history.episodes = self.state.episode_log()
+        callback_list.on_train_end(logs)
+        return self.agent.history
+
+    @contextlib.contextmanager
+    def _sigint_stops_the_workers(self) -> Iterator[None]:
+        """While the block runs, Ctrl-C sets a flag instead of raising KeyboardInterrupt wherever the
+        main thread happens to be (inside a `with lock:` or a save, it would leave the lock held
+        and a worker blocked on it forever). Only Python's own handler is replaced, and only on the
+        main thread (signal handlers can be set nowhere else)."""
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+            yield
+            return
+
+        def interrupted(signum, frame) -> None:
+            self._interrupted = True  # only a flag: the handler may run while this thread holds any lock
+
+        signal.signal(signal.SIGINT, interrupted)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def _start_workers(self) -> None:
+        """Build everything the workers share on this thread (optimizer slots, the traced update, the
+        acting function), then one worker per thread with its own envs; start none yet."""
+        agent, state, batch = self.agent, self.state, self.envs_per_worker
+        sampler = ActionSampler(self.action_space)
+        variables = agent.network.trainable_variables
+        if not agent.optimizer.built:
+            agent.optimizer.build(variables)  # slots exist before any thread can race to create them
+        layout = SegmentLayout(self.observation_space.shape, sampler.shape, sampler.dtype)
+        train_function = agent.learner.compile(layout, batch, for_action_space(self.action_space))
+        forward = numpy_forward(agent.network)
+        tf_params = None
+        if forward is None:
+            tf_params = tf.function(
+                lambda obs: agent.network(obs)[0],
+                input_signature=[tf.TensorSpec([batch, *self.observation_space.shape], tf.float32)],
+            )
+            tf_params.get_concrete_function()
+        state.begin(self.num_workers, self.total_steps, self.start_time)
+        initial_weights = [v.numpy() for v in variables]
+        for i in range(self.num_workers):
+            self.threads.append(
+                Worker(
+                    worker_id=i,
+                    env=make_vector_env(self.env, batch),
+                    policy=LocalPolicy(forward, tf_params, sampler),
+                    train_function=train_function,
+                    initial_weights=initial_weights,
+                    state=state,
+                    n_steps=agent.config.n_steps,
+                    layout=layout,
+                    seed=self.seed + i * batch,
+                    train_lock=agent.learner.lock,
+                )
+            )
+
+    def _callback_list(self) -> keras.callbacks.CallbackList:
+        first_step = self.state.env_steps
+        self.epoch = first_step // self.steps_per_epoch
+        progress = [ProgressLogger(self.total_steps, self.verbose, first_step)] if self.verbose else []
+        self.agent.stop_training = False
+        self.agent.reset_metrics()
+        return keras.callbacks.CallbackList(
+            self.callbacks + progress,
+            add_history=True,
+            model=self.agent,
+            verbose=self.verbose,
+            epochs=math.ceil((first_step + self.total_steps) / self.steps_per_epoch),
+            steps=None,
+            total_steps=self.total_steps,
+        )
+
+    def _loop(self, callback_list: keras.callbacks.CallbackList) -> None:
+        """Start the workers, then every TICK_SECONDS run the callbacks with the current logs and
+        end the epochs that are full, until the workers stop or are told to."""
+        callback_list.on_epoch_begin(self.epoch)
+        self.epoch_open = True
+        for thread in self.threads:
+            thread.start()
+        tick = 0
+        while True:
+            self.state.stop.wait(TICK_SECONDS)
+            if self.state.error is not None or self._interrupted:
+                return
+            finished = self.state.stop.is_set() or not any(t.is_alive() for t in self.threads)
+            logs = self._logs()
+            callback_list.on_train_batch_end(tick, logs)
+            tick += 1
+            if finished or self.agent.stop_training:
+                return
+            if self._end_epochs(callback_list, logs, final=False):
+                self.agent.reset_metrics()
+                self.state.reset_interval()
+            if self.agent.stop_training:
+                return
+
+    def _end_epochs(self, callback_list: keras.callbacks.CallbackList, logs: dict[str, float], final: bool) -> bool:
+        """End every epoch whose last step has been taken and, when `final`, the open partial one.
+        Epochs that ended between two looks share that interval's metrics. Returns whether any ended."""
+        steps, ended = logs["env_steps"], False
+        while self.epoch_open:
+            full = steps >= (self.epoch + 1) * self.steps_per_epoch
+            if not (full or (final and steps > self.epoch * self.steps_per_epoch)):
+                break
+            callback_list.on_epoch_end(self.epoch, dict(logs))
+            self.epoch_open, ended = False, True
+            if self.agent.stop_training or (final and steps <= (self.epoch + 1) * self.steps_per_epoch):
+                break
+            self.epoch += 1
+            callback_list.on_epoch_begin(self.epoch)
+            self.epoch_open = True
+        return ended
+
+    def _logs(self) -> dict[str, float]:
+        """What the callbacks see: the update means since the last epoch end, the counters, the episodes."""
+        logs = {name: float(value) for name, value in self.agent.update_logs.result().items()}
+        logs.update(self.state.snapshot())
+        logs["updates"] = int(self.agent.optimizer.iterations)
+        return logs
+
+    def _stop_workers(self) -> None:
+        """Stop and join every worker, close their envs, stop the fit's clock."""
+        self.state.stop.set()
+        for thread in self.threads:
+            if thread.is_alive():
+                thread.join()
+        for thread in self.threads:
+            thread.env.close()
+        self.state.end()
