@@ -11,6 +11,7 @@ import pytest
 from envs import IdentityEnv
 
 import keras_a3c
+import keras_a3c.learner
 from keras_a3c.acting import numpy_forward
 
 LOG_KEYS = {"loss", "policy_loss", "value_loss", "entropy", "episode_return", "env_steps", "steps_per_second"}
@@ -207,3 +208,45 @@ def test_episode_log_is_bounded_but_statistics_count_every_episode(monkeypatch):
     log = state.episode_log()
     assert len(log["return"]) == 6  # logging stops once the limit is reached (a step may finish several)
     assert list(log["env_steps"][:2]) == [3, 3] and state.snapshot()["episode_return"] == 1.5
+
+
+def test_train_step_follows_the_keras_contract_so_train_on_batch_works():
+    """train_step makes one update from a segment and returns the logs (Keras's contract)."""
+    agent = make_agent(IdentityEnv(), n_steps=3)
+    agent.action_space = gym.spaces.Discrete(4)
+    T, B = 3, 2
+    observations = np.tile(np.eye(4, dtype=np.float32)[[1, 2]], (T + 1, 1, 1))  # [T+1, B, 4]
+    segment = {
+        "observations": observations,
+        "actions": np.array([[1, 2]] * T, np.int32),
+        "rewards": np.ones((T, B), np.float32),
+        "terminated": np.zeros((T, B), bool),
+        "truncated": np.zeros((T, B), bool),
+        "valid": np.ones((T, B), bool),
+    }
+    before = [w.numpy().copy() for w in agent.network.trainable_variables]
+    logs = agent.train_on_batch(segment, return_dict=True)
+    assert set(keras_a3c.learner.UPDATE_LOGS) <= set(logs) and np.isfinite(logs["loss"])
+    assert int(agent.optimizer.iterations) == 1
+    assert any(not np.allclose(b, w.numpy()) for b, w in zip(before, agent.network.trainable_variables, strict=True))
+    # The logs are those of the update: the value loss of V ~ 0 against n-step returns of reward 1.
+    assert logs["value_loss"] > 0.5 and logs["entropy"] > 1.0
+
+
+def test_evaluate_policy_plays_any_policy_and_counts_each_episode_once():
+    perfect = keras_a3c.evaluate_policy(lambda obs: np.argmax(obs, axis=1), IdentityEnv, episodes=7, num_envs=3)
+    assert perfect.shape == (7,) and (perfect == 10.0).all()
+    wrong = keras_a3c.evaluate_policy(lambda obs: (np.argmax(obs, axis=1) + 1) % 4, IdentityEnv, episodes=5)
+    assert (wrong == 0.0).all()
+    with pytest.raises(ValueError, match="episodes"):
+        keras_a3c.evaluate_policy(lambda obs: obs, IdentityEnv, episodes=0)
+
+
+def test_env_steps_is_the_agents_global_step_count():
+    agent = make_agent()
+    assert agent.env_steps == 0
+    agent.fit("CartPole-v1", total_steps=1000, workers=2, envs_per_worker=4, verbose=0)
+    first = agent.env_steps
+    assert first >= 1000 and first == agent.training_state.env_steps
+    agent.fit("CartPole-v1", total_steps=1000, workers=2, envs_per_worker=4, verbose=0)
+    assert agent.env_steps >= first + 1000

@@ -155,6 +155,32 @@ def test_keyboard_interrupt_stops_every_worker_within_2_s():
     assert agent.training_state.start_time is None  # the fit's clock stopped
 
 
+def test_ctrl_c_lands_as_a_flag_so_the_code_it_interrupts_runs_to_its_end():
+    """Ctrl-C during fit stops the workers but raises nowhere inside fit: an interrupt between a lock's
+    acquire and its `with` body (or in a save) would leave the lock held and a worker blocked on it for
+    ever. fit raises KeyboardInterrupt once every worker is joined, and restores Python's handler."""
+    agent = make_agent()
+    finished = []
+
+    class InterruptWhileHoldingTheUpdateLock(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 3:
+                with self.model.paused_updates():  # the update lock, held as a save holds it
+                    _thread.interrupt_main()  # what Ctrl-C does
+                    time.sleep(0.3)
+                    finished.append(batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        agent.fit(IdentityEnv, total_steps=10**9, workers=3, envs_per_worker=2, verbose=0,
+                  callbacks=[InterruptWhileHoldingTheUpdateLock()])
+    assert finished == [3]
+    assert not worker_threads()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    steps = agent.env_steps
+    agent.fit(IdentityEnv, total_steps=500, workers=3, envs_per_worker=2, verbose=0)  # no lock was left held
+    assert agent.env_steps >= steps + 500
+
+
 def test_sigint_on_the_example_saves_a_final_checkpoint_and_exits_non_zero(tmp_path):
     checkpoints = tmp_path / "checkpoints"
     args = ["--workers=2", "--envs_per_worker=4", "--total_steps=100000000", "--target_return=1e9",

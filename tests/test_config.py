@@ -1,0 +1,127 @@
+"""A3CConfig and the presets: validation, compile with a config, and what a preset builds."""
+
+import ast
+import dataclasses
+import os
+
+import gymnasium as gym
+import keras
+import pytest
+
+import keras_a3c
+from keras_a3c import presets
+from keras_a3c.config import A3CConfig
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("n_steps", 0, "n_steps must be an integer >= 1, got 0"),
+        ("n_steps", 2.5, "n_steps"),
+        ("gamma", 1.01, "gamma must be in"),
+        ("entropy_coef", float("nan"), "entropy_coef"),
+        ("value_coef", -0.5, "value_coef"),
+        ("max_grad_norm", -1.0, "max_grad_norm"),
+        ("reward_scale", float("inf"), "reward_scale"),
+        ("hogwild", "yes", "hogwild"),
+    ],
+)
+def test_a_bad_setting_is_named_when_the_config_is_made(field, value, message):
+    with pytest.raises(ValueError, match=message):
+        A3CConfig(**{field: value})
+
+
+def test_config_is_frozen_and_replace_checks_its_names():
+    config = A3CConfig()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.gamma = 0.5
+    assert config.replace(gamma=0.5).gamma == 0.5 and config.gamma == 0.99
+    with pytest.raises(TypeError, match="unknown A3C setting.*entropy"):
+        config.replace(entropy=0.1)
+    assert A3CConfig.from_dict(A3CConfig(n_steps=7, max_grad_norm=2.0).to_dict()) == A3CConfig(n_steps=7,
+                                                                                               max_grad_norm=2.0)
+
+
+def test_compile_takes_a_config_and_keyword_overrides():
+    env = gym.make("CartPole-v1")
+    agent = keras_a3c.A3C(keras_a3c.actor_critic_mlp(env.observation_space, env.action_space, (8,)))
+    agent.compile("adam", config=A3CConfig(n_steps=3, gamma=0.9), entropy_coef=0.05)
+    assert agent.config == A3CConfig(n_steps=3, gamma=0.9, entropy_coef=0.05)
+    assert agent.learner.config is agent.config
+    agent.compile("adam")
+    assert agent.config == A3CConfig()
+    with pytest.raises(TypeError, match="unknown A3C setting"):
+        agent.compile("adam", learning_rate=0.1)
+
+
+@pytest.mark.parametrize("name", sorted(presets.PRESETS))
+def test_a_preset_builds_a_compiled_agent_with_its_settings(name):
+    preset = presets.get(name)
+    agent = preset.agent()
+    assert agent.config == preset.config
+    assert isinstance(agent.optimizer, keras.optimizers.Adam)
+    assert float(agent.optimizer.epsilon) == pytest.approx(preset.adam_epsilon)
+    assert float(agent.optimizer.learning_rate) == pytest.approx(preset.learning_rate)
+    hidden = [layer.units for layer in agent.network.layers if layer.name.startswith("trunk_")]
+    assert tuple(hidden) == preset.hidden_units
+    assert agent.action_space == gym.make(preset.env).action_space
+
+
+def test_the_cartpole_preset_decays_its_learning_rate_to_a_tenth():
+    optimizer = presets.CARTPOLE.optimizer()
+    schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
+    assert float(schedule(0)) == pytest.approx(4e-3)
+    assert float(schedule(presets.CARTPOLE.learning_rate_decay_updates * 2)) == pytest.approx(4e-4)
+
+
+def test_unknown_presets_and_bad_preset_values_are_named():
+    with pytest.raises(ValueError, match="unknown preset 'acrobot'"):
+        presets.get("acrobot")
+    with pytest.raises(ValueError, match="workers"):
+        dataclasses.replace(presets.CARTPOLE, workers=0)
+    with pytest.raises(ValueError, match="hidden_units"):
+        dataclasses.replace(presets.CARTPOLE, hidden_units=())
+
+
+def _imports(path: str, package: str) -> set[str]:
+    """The keras_a3c modules a module imports, at its top or inside functions (TYPE_CHECKING ones excluded)."""
+    tree = ast.parse(open(path).read())
+    checking = {id(node) for stmt in ast.walk(tree) if isinstance(stmt, ast.If)
+                and ast.unparse(stmt.test) == "TYPE_CHECKING" for node in ast.walk(stmt)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in checking:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(package):
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith(package))
+    return found
+
+
+def test_no_import_cycle_in_the_package():
+    """Every module of keras_a3c, its imports (even those inside functions) as edges: no cycle."""
+    directory = os.path.join(ROOT, "keras_a3c")
+    modules = {f"keras_a3c.{name[:-3]}" for name in os.listdir(directory)
+               if name.endswith(".py") and name != "__init__.py"}
+    graph = {module: {m for m in _imports(os.path.join(directory, module.split(".")[1] + ".py"), "keras_a3c")
+                      if m in modules} for module in modules}
+    assert graph["keras_a3c.agent"] >= {"keras_a3c.trainer", "keras_a3c.saving", "keras_a3c.learner"}
+    visiting, done = [], set()
+
+    def visit(module):
+        if module in visiting:
+            pytest.fail(f"import cycle: {' -> '.join(visiting[visiting.index(module):] + [module])}")
+        if module in done:
+            return
+        visiting.append(module)
+        for dependency in graph[module]:
+            visit(dependency)
+        visiting.pop()
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module)
