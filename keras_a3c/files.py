@@ -1,4 +1,4 @@
-"""Atomic writes for saves, checkpoints and exports: build aside, flush, then rename into place.
+"""Atomic writes for saves, checkpoints, exports and plots: build aside, flush, then rename into place.
 
 A process killed half-way leaves at most a hidden staging directory `.<name>.tmp-*` beside
 the target, never a half-written target, and an existing target is never clobbered unless

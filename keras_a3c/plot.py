@@ -7,7 +7,6 @@ backend and figures of a user who already imported pyplot are left alone.
 from __future__ import annotations
 
 import os
-import secrets
 from typing import Any
 
 import numpy as np
@@ -15,6 +14,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
+
+from keras_a3c.files import write_atomically
 
 _PANELS = (("env_steps", "env steps", "Return vs env steps"),
            ("time", "wall-clock seconds since fit started", "Return vs wall-clock time"))
@@ -28,7 +29,7 @@ def plot_history(history: Any, path: str | os.PathLike, target: float | None = N
     and `target` (the solve threshold) dashed if given. Without `history.episodes` the History
     rows are plotted instead (their `episode_return` is already a mean of recent episodes).
     The format follows the extension of `path` (.png, .svg, .pdf, ...). The image is written
-    beside `path` and renamed into place, so a failure leaves no partial file.
+    beside `path` and renamed into place (`keras_a3c.files`), so a failure leaves no partial file.
     """
     if not (isinstance(window, (int, np.integer)) and window >= 1):
         raise ValueError(f"window must be an integer >= 1, got {window!r}")
@@ -68,7 +69,14 @@ def plot_history(history: Any, path: str | os.PathLike, target: float | None = N
         if isinstance(handle, PathCollection):  # the faint per-episode dots, made visible in the legend
             handle.set_sizes([16])
             handle.set_alpha(0.6)
-    _write_atomically(figure, path, fmt)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"cannot write the plot to {path}: it is a directory")
+
+    def write(target: str) -> None:
+        with open(target, "xb") as file:
+            figure.savefig(file, format=fmt, dpi=110)
+
+    write_atomically(path, write, "plot", overwrite=True)
 
 
 def _rolling_mean(values: np.ndarray, window: int) -> np.ndarray:
@@ -92,20 +100,3 @@ def _history_rows(history: Any) -> dict[str, np.ndarray]:
     if not finished.any():
         raise ValueError("no training episode finished during the run: nothing to plot")
     return {key: column[finished] for key, column in columns.items()}
-
-
-def _write_atomically(figure: Figure, path: str, fmt: str) -> None:
-    directory, name = os.path.split(path)
-    temp_path = None
-    try:
-        os.makedirs(directory, exist_ok=True)
-        # Not tempfile.mkstemp: its 0600 mode would stick to the image; "x" keeps the umask's mode.
-        temp_path = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
-        with open(temp_path, "xb") as file:
-            figure.savefig(file, format=fmt, dpi=110)
-        os.replace(temp_path, path)
-    except OSError as exc:
-        raise OSError(f"cannot write the plot to {path}: {exc}") from exc
-    finally:
-        if temp_path is not None and os.path.exists(temp_path):
-            os.remove(temp_path)
