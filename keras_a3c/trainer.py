@@ -88,13 +88,14 @@ class Trainer:
                 self._stop_workers()
             if self.state.error is not None:
                 raise self.state.error
-            if self._interrupted:
-                raise KeyboardInterrupt
-        # Workers are joined: the final counters are exact.
-        logs = self._logs()
-        self._end_epochs(callback_list, logs, final=True)
-        self.agent.history.episodes = self.state.episode_log()
-        callback_list.on_train_end(logs)
+            if not self._interrupted:
+                # Workers are joined: the final counters are exact.
+                logs = self._logs()
+                self._end_epochs(callback_list, logs, final=True)
+                self.agent.history.episodes = self.state.episode_log()
+                callback_list.on_train_end(logs)  # a final save, if any, is not cut short by Ctrl-C
+        if self._interrupted:
+            raise KeyboardInterrupt
         return self.agent.history
 
     @contextlib.contextmanager
