@@ -36,7 +36,8 @@ def main(argv):
     if agent is None:
         observation_space, action_space = keras_a3c.envs.env_spaces(settings.env)
         # One shared-trunk actor-critic: observation -> (logits, value).
-        network = keras_a3c.actor_critic_mlp(observation_space, action_space, hidden_units=settings.hidden_units)
+        network = keras_a3c.actor_critic_mlp(observation_space, action_space, hidden_units=settings.hidden_units,
+                                             normalize_observations=settings.normalize_observations)
         agent = keras_a3c.A3C(network)
         agent.compile(optimizer=settings.optimizer(), config=settings.config)
 

@@ -48,6 +48,14 @@ def define_flags(preset: Preset, flag_values: flags.FlagValues = FLAGS) -> None:
                        "returns are unscaled); keeps value targets O(1) for large rewards.", lower_bound=0.0, **fv)
     flags.DEFINE_bool("hogwild", d["hogwild"], "Apply updates lock-free (as in the paper) instead of under a lock.",
                       **fv)
+    flags.DEFINE_float("gae_lambda", d["gae_lambda"], "lambda of the generalised advantage estimate; 1 trains on the "
+                       "paper's n-step returns.", lower_bound=0.0, upper_bound=1.0, **fv)
+    flags.DEFINE_bool("normalize_advantages", d["normalize_advantages"], "Standardise each segment's advantages.",
+                      **fv)
+    flags.DEFINE_bool("normalize_rewards", d["normalize_rewards"], "Divide rewards by the running std of the "
+                      "discounted return (logged returns stay raw).", **fv)
+    flags.DEFINE_float("reward_clip", d["reward_clip"], "With --normalize_rewards, clip the normalised rewards to "
+                       "[-reward_clip, reward_clip]; 0 does not clip.", lower_bound=0.0, **fv)
     # The optimizer.
     flags.DEFINE_float("learning_rate", d["learning_rate"], "Adam learning rate of the shared optimizer.",
                        lower_bound=0.0, **fv)
@@ -62,6 +70,9 @@ def define_flags(preset: Preset, flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_enum("std", d["std"], ["state_independent", "softplus"], "Gaussian policies (Box actions): one "
                       "learned log std per action dimension, or the A3C paper's softplus variance head.", **fv)
     flags.DEFINE_float("log_std_init", d["log_std_init"], "Gaussian policies: the initial log std.", **fv)
+    flags.DEFINE_bool("normalize_observations", d["normalize_observations"], "Start the network with an "
+                      "ObservationNormalization layer (running statistics learned during training, exported with "
+                      "the policy).", **fv)
     # Stopping, evaluation and what is written.
     flags.DEFINE_float("target_return", d["target_return"], "Stop once the mean of the last 100 training returns "
                        "reaches this.", **fv)
@@ -109,6 +120,8 @@ def settings() -> Preset:
         config=keras_a3c.A3CConfig(
             n_steps=FLAGS.n_steps, gamma=FLAGS.gamma, entropy_coef=FLAGS.entropy_coef, value_coef=FLAGS.value_coef,
             max_grad_norm=FLAGS.max_grad_norm or None, reward_scale=FLAGS.reward_scale, hogwild=FLAGS.hogwild,
+            gae_lambda=FLAGS.gae_lambda, normalize_advantages=FLAGS.normalize_advantages,
+            normalize_rewards=FLAGS.normalize_rewards, reward_clip=FLAGS.reward_clip or None,
         ),
         learning_rate=FLAGS.learning_rate,
         learning_rate_decay_updates=FLAGS.learning_rate_decay_updates,
@@ -116,6 +129,7 @@ def settings() -> Preset:
         hidden_units=tuple(int(u) for u in FLAGS.hidden_units),
         std=FLAGS.std,
         log_std_init=FLAGS.log_std_init,
+        normalize_observations=FLAGS.normalize_observations,
         workers=FLAGS.workers,
         envs_per_worker=FLAGS.envs_per_worker,
         total_steps=FLAGS.total_steps,

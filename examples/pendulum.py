@@ -35,7 +35,8 @@ def main(argv):
         observation_space, action_space = keras_a3c.envs.env_spaces(settings.env)
         # One shared-trunk actor-critic: observation -> (concat(mean, log_std), value).
         network = keras_a3c.actor_critic_mlp(observation_space, action_space, hidden_units=settings.hidden_units,
-                                             std=settings.std, log_std_init=settings.log_std_init)
+                                             std=settings.std, log_std_init=settings.log_std_init,
+                                             normalize_observations=settings.normalize_observations)
         agent = keras_a3c.A3C(network, action_space=action_space)
         agent.compile(optimizer=settings.optimizer(), config=settings.config)
 

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from keras_a3c.distributions import for_action_space
 from keras_a3c.networks import LOG_SOFTPLUS_LINEAR_BELOW, GaussianHead
+from keras_a3c.normalization import ObservationNormalization
 
 _NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "linear": lambda x: x,
@@ -35,6 +36,12 @@ _NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 Forward = Callable[[Sequence[np.ndarray], np.ndarray], tuple[np.ndarray, np.ndarray]]
 Head = Callable[[Sequence[np.ndarray], np.ndarray], np.ndarray]
+
+
+def weights_of(network: keras.Model) -> list[np.ndarray]:
+    """The values of `network.weights` (trainable and not, e.g. observation statistics) as float32
+    numpy arrays, in the order a numpy twin and a worker's copy theta' hold them."""
+    return [np.asarray(v.numpy(), np.float32) for v in network.weights]
 
 
 def _np_log_softplus(z: np.ndarray) -> np.ndarray:
@@ -75,18 +82,32 @@ def _gaussian_twin(layer: GaussianHead, index: dict[int, int]) -> Head:
     return softplus_head
 
 
-def numpy_forward(network: keras.Model) -> Forward | None:
-    """A numpy twin of `network`, or None when the network is not a Dense trunk with a
-    policy head (Dense logits or `GaussianHead`) and a Dense value head (then the caller
-    acts through TensorFlow).
+def _normalization_twin(layer: ObservationNormalization, index: dict[int, int]) -> Head:
+    mean, variance = index[id(layer.mean)], index[id(layer.variance)]
 
-    The twin takes the list of `network.trainable_variables` values and observations
+    def normalize(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
+        y = (x - weights[mean].reshape(-1)) / np.sqrt(weights[variance].reshape(-1) + layer.epsilon)
+        return y if layer.clip is None else np.clip(y, -layer.clip, layer.clip)
+
+    return normalize
+
+
+def numpy_forward(network: keras.Model) -> Forward | None:
+    """A numpy twin of `network`, or None when the network is not a Dense trunk (optionally after
+    an `ObservationNormalization` of the observations) with a policy head (Dense logits or
+    `GaussianHead`) and a Dense value head (then the caller acts through TensorFlow).
+
+    The twin takes the list of `network.weights` values (see `weights_of`) and observations
     [B, *obs_shape], and returns (policy params [B, P], values [B]). It is checked
     against the Keras forward pass on random inputs before it is used.
     """
-    layers = []
+    layers, normalizers = [], []
     for layer in network.layers:
-        if isinstance(layer, keras.layers.Dense):
+        if isinstance(layer, ObservationNormalization):
+            if layers:
+                return None  # the twin normalises the raw observations only
+            normalizers.append(layer)
+        elif isinstance(layer, keras.layers.Dense):
             if getattr(layer.activation, "__name__", None) not in _NUMPY_ACTIVATIONS:
                 return None
             layers.append(layer)
@@ -102,12 +123,12 @@ def numpy_forward(network: keras.Model) -> Forward | None:
         return None
     if any(isinstance(layer, GaussianHead) for layer in layers[:-2]):
         return None
-    index = {id(v): i for i, v in enumerate(network.trainable_variables)}
-    if any(id(v) not in index for layer in layers for v in layer.trainable_variables):
+    index = {id(v): i for i, v in enumerate(network.weights)}
+    if any(id(v) not in index for layer in layers + normalizers for v in layer.weights):
         return None
     twins = [_dense_twin(layer, index) if isinstance(layer, keras.layers.Dense) else _gaussian_twin(layer, index)
              for layer in layers]
-    trunk = twins[:-2]
+    trunk = [_normalization_twin(layer, index) for layer in normalizers] + twins[:-2]
 
     # The layer walk above assumes a chain; the numbers decide whether it is one.
     obs_shape = tuple(network.inputs[0].shape[1:])
@@ -118,7 +139,7 @@ def numpy_forward(network: keras.Model) -> Forward | None:
         params, values = (np.asarray(y) for y in network(probe))
     except Exception:
         return None
-    weights = [v.numpy() for v in network.trainable_variables]
+    weights = weights_of(network)
     for policy_head, value_head in (twins[-2:], twins[-2:][::-1]):
 
         def forward(weights: Sequence[np.ndarray], obs: np.ndarray, policy_head=policy_head, value_head=value_head):
@@ -210,7 +231,7 @@ def policy_function(
     sampled with `rng`. Acts through the numpy twin when the network has one, else through Keras."""
     sampler = ActionSampler(action_space)
     forward = numpy_forward(network)
-    weights = [v.numpy() for v in network.trainable_variables]
+    weights = weights_of(network)
     rng = rng or np.random.default_rng()
 
     def act(observations: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from keras_a3c.export import export_policy
 from keras_a3c.learner import UPDATE_LOGS, Learner
 from keras_a3c.metrics import RunningMeans
 from keras_a3c.networks import check_network
+from keras_a3c.normalization import RewardNormalizer
 from keras_a3c.trainer import Trainer
 from keras_a3c.training_state import TrainingState
 
@@ -69,6 +70,7 @@ class A3C(keras.Model):
         self.rng = np.random.default_rng(np.random.randint(2**31) if seed is None else seed)
         self.config: A3CConfig | None = None
         self.learner: Learner | None = None
+        self.reward_normalizer: RewardNormalizer | None = None
         self.built = network.built
 
     def call(self, observations, training: bool = False):
@@ -95,6 +97,8 @@ class A3C(keras.Model):
         super().compile(optimizer=optimizer, jit_compile=False)
         self.config = config
         self.learner = Learner(self.network, self.optimizer, config, self.update_logs)
+        self.reward_normalizer = (RewardNormalizer(config.gamma, config.reward_clip) if config.normalize_rewards
+                                  else None)
 
     def train_step(self, data) -> dict[str, tf.Tensor]:
         """One A3C update from one segment, as Keras's `train_step`: returns the logs.
@@ -241,6 +245,8 @@ class A3C(keras.Model):
             optimizer = self.optimizer if self.learner is not None else None
             slots = [v.numpy() for v in optimizer.variables] if optimizer is not None and optimizer.built else []
             counters, arrays = self.training_state.state_dict()
+            if self.reward_normalizer is not None:
+                arrays.update(self.reward_normalizer.state_dict())
             rng_state = self.rng.bit_generator.state
         settings = {
             "network": keras.saving.serialize_keras_object(self.network),
@@ -272,6 +278,8 @@ class A3C(keras.Model):
                 self.optimizer.build(self.network.trainable_variables)
                 slots = [arrays[f"optimizer_{i}"] for i in range(settings["optimizer_variables"])]
                 saving.assign(self.optimizer.variables, slots, "optimizer")
+        if self.reward_normalizer is not None:
+            self.reward_normalizer.load_state_dict(arrays)
         self.training_state = TrainingState.from_state_dict(settings["counters"], arrays)
         self.rng.bit_generator.state = settings["rng"]
 

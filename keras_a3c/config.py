@@ -27,6 +27,15 @@ class A3CConfig:
         episode returns stay unscaled), > 0; keeps value targets O(1) for envs with large rewards.
       hogwild: apply updates without a lock (lock-free, as in the paper); by default a lock
         serialises them.
+      gae_lambda: lambda of the generalised advantage estimate, in [0, 1]; 1 trains on the
+        n-step returns of the paper, lower values trade variance for bias (`losses.lambda_returns`).
+      normalize_advantages: standardise the advantages of each segment (over its valid steps)
+        before they weight the policy gradient; the value target is unchanged.
+      normalize_rewards: divide rewards by a running estimate of the standard deviation of the
+        discounted return (as Stable-Baselines3's `VecNormalize(norm_reward=True)`), so value
+        targets stay O(1) whatever the reward scale; logged episode returns stay raw.
+      reward_clip: with `normalize_rewards`, clip the normalised rewards to [-reward_clip,
+        reward_clip] (> 0); None does not clip.
     """
 
     n_steps: int = 5
@@ -36,6 +45,10 @@ class A3CConfig:
     max_grad_norm: float | None = None
     reward_scale: float = 1.0
     hogwild: bool = False
+    gae_lambda: float = 1.0
+    normalize_advantages: bool = False
+    normalize_rewards: bool = False
+    reward_clip: float | None = 10.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.n_steps, int) and not isinstance(self.n_steps, bool) and self.n_steps >= 1):
@@ -50,8 +63,13 @@ class A3CConfig:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
         if not (_finite_number(self.reward_scale) and self.reward_scale > 0):
             raise ValueError(f"reward_scale must be a finite number > 0, got {self.reward_scale!r}")
-        if not isinstance(self.hogwild, bool):
-            raise ValueError(f"hogwild must be a bool, got {self.hogwild!r}")
+        for name in ("hogwild", "normalize_advantages", "normalize_rewards"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if not (_finite_number(self.gae_lambda) and 0.0 <= self.gae_lambda <= 1.0):
+            raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda!r}")
+        if self.reward_clip is not None and not (_finite_number(self.reward_clip) and self.reward_clip > 0):
+            raise ValueError(f"reward_clip must be > 0 or None, got {self.reward_clip!r}")
 
     def replace(self, **overrides: Any) -> A3CConfig:
         """A copy with some fields changed (checked as a new config); an unknown name is a `TypeError`."""

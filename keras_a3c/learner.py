@@ -20,6 +20,7 @@ from keras_a3c import losses
 from keras_a3c.config import A3CConfig
 from keras_a3c.distributions import Distribution
 from keras_a3c.metrics import RunningMeans
+from keras_a3c.normalization import observation_normalizers
 from keras_a3c.segment import SegmentLayout
 
 # What each update logs (averaged per epoch): the loss terms, the gradient norm, the critic's fit.
@@ -48,6 +49,7 @@ class Learner:
         # Held by an update (unless hogwild) and by whoever must read the weights, the optimizer
         # and the counters between two updates (a save). Lock order: this lock, then TrainingState.lock.
         self.lock: threading.Lock | None = None if config.hogwild else threading.Lock()
+        self.normalizers = observation_normalizers(network)
         self._function: tf.types.experimental.PolymorphicFunction | None = None
 
     def update(self, segment: dict[str, tf.Tensor], distribution: Distribution) -> None:
@@ -67,6 +69,10 @@ class Learner:
         horizon, batch = segment["rewards"].shape
         n = horizon * batch
         variables = self.network.trainable_variables
+        # The observation statistics first take in this segment's (valid) observations.
+        for layer in self.normalizers:
+            layer.update_statistics(tf.reshape(observations[:horizon], [n, *observations.shape[2:]]),
+                                    tf.reshape(segment["valid"], [n]))
         with tf.GradientTape() as tape:
             params, values = self.network(
                 tf.reshape(observations, [(horizon + 1) * batch, *observations.shape[2:]]), training=True
@@ -74,13 +80,19 @@ class Learner:
             values = tf.reshape(values, [horizon + 1, batch])
             params = tf.reshape(params, [horizon + 1, batch, -1])[:horizon]
             # V(s_{t+1}) of the next observation bootstraps the return; it is a constant.
-            returns = losses.n_step_returns(
-                config.reward_scale * segment["rewards"], segment["terminated"], segment["truncated"], values[1:],
-                config.gamma,
-            )
+            rewards = config.reward_scale * segment["rewards"]
+            terminated, truncated = segment["terminated"], segment["truncated"]
+            if config.gae_lambda == 1.0:
+                returns = losses.n_step_returns(rewards, terminated, truncated, values[1:], config.gamma)
+            else:
+                returns = losses.lambda_returns(rewards, terminated, truncated, values[:horizon], values[1:],
+                                                config.gamma, config.gae_lambda)
             pi = distribution.from_params(tf.reshape(params, [n, -1]))
             values, returns = tf.reshape(values[:horizon], [n]), tf.reshape(returns, [n])
             mask = tf.reshape(segment["valid"], [n])
+            policy_advantages = None
+            if config.normalize_advantages:
+                policy_advantages = losses.normalized(losses.advantages(returns, values), mask)
             terms = losses.actor_critic_loss(
                 log_pi=pi.log_prob(tf.reshape(actions, [n, *actions.shape[2:]])),
                 entropies=pi.entropy(),
@@ -89,6 +101,7 @@ class Learner:
                 mask=mask,
                 value_coef=config.value_coef,
                 entropy_coef=config.entropy_coef,
+                policy_advantages=policy_advantages,
             )
         grads = tape.gradient(terms["loss"], variables)
         grad_norm = tf.linalg.global_norm(grads)
@@ -108,16 +121,17 @@ class Learner:
     def compile(self, layout: SegmentLayout, batch: int, distribution: Distribution) -> TrainFunction:
         """Trace `update` once, on this thread, for packed segments [n_steps + 1, batch, F].
 
-        The returned function takes one packed segment and returns the shared parameters after
-        the update as numpy arrays (views of one flat copy), for the worker's own copy theta':
+        The returned function takes one packed segment and returns the network's weights after
+        the update (trainable or not, in the order of `acting.weights_of`) as float32 numpy arrays
+        (views of one flat copy), for the worker's own copy theta':
         one tensor crosses the TF boundary each way, which keeps the per-update Python overhead
         small. A non-finite loss or gradient is a `FloatingPointError`; the update is then not applied.
         """
-        variables = self.network.trainable_variables
+        variables = self.network.weights
 
         def packed_update(segment):
             self.update(layout.unpack(segment), distribution)
-            return tf.concat([tf.reshape(v, [-1]) for v in variables], axis=0)
+            return tf.concat([tf.reshape(tf.cast(v, tf.float32), [-1]) for v in variables], axis=0)
 
         self._function = tf.function(
             packed_update, input_signature=[layout.spec(self.config.n_steps, batch)], autograph=False

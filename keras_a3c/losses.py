@@ -82,6 +82,74 @@ def n_step_returns(
     return tf.stack(returns[::-1])
 
 
+def lambda_returns(
+    rewards: TensorLike,
+    terminated: TensorLike,
+    truncated: TensorLike,
+    values: TensorLike,
+    next_values: TensorLike,
+    gamma: float,
+    lam: float,
+) -> TensorLike:
+    """lambda-returns R_t = A_t + V(s_t), A_t the generalised advantage estimate GAE(gamma, lambda).
+
+    Schulman et al. 2016, "High-Dimensional Continuous Control Using Generalized Advantage
+    Estimation", arXiv:1506.02438, eq. (16), with gymnasium semantics:
+
+      delta_t = r_t + gamma * (1 - terminated_t) * V(s_{t+1}) - V(s_t)
+      A_t     = delta_t + gamma * lambda * (1 - ended_t) * A_{t+1},   ended_t = terminated_t or truncated_t,
+
+    and A_{T-1} = delta_{T-1} (the segment's last step bootstraps from V). A truncated step
+    bootstraps from V of its final observation, a terminal one does not; the chain is cut at
+    every episode end. lambda = 1 gives the n-step returns of `n_step_returns` (where, as in a
+    segment, next_values[t] = values[t + 1] while the episode goes on); lambda = 0 the one-step
+    TD targets r_t + gamma V(s_{t+1}).
+
+    Args:
+      rewards: [T, B] float, r_t.
+      terminated: [T, B] bool or {0, 1}.
+      truncated: [T, B] bool or {0, 1}.
+      values: [T, B] float, V(s_t); treated as a constant.
+      next_values: [T, B] float, V(s_{t+1}) (the final observation when the episode ended); a constant.
+      gamma: discount in [0, 1].
+      lam: lambda in [0, 1].
+
+    Returns:
+      [T, B] float, the lambda-returns (constants).
+    """
+    check_rank(rewards, 2, "rewards")
+    for name, x in (("terminated", terminated), ("truncated", truncated), ("values", values),
+                    ("next_values", next_values)):
+        check_same_shape(rewards, x, f"rewards and {name}")
+    horizon = rewards.shape[0]
+    if horizon is None:
+        raise ValueError("lambda_returns needs a static segment length T")
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"lam must be in [0, 1], got {lam!r}")
+    dtype = rewards.dtype
+    values = tf.stop_gradient(tf.cast(values, dtype))
+    next_values = tf.stop_gradient(tf.cast(next_values, dtype))
+    not_terminal = 1.0 - tf.cast(terminated, dtype)
+    goes_on = 1.0 - tf.cast(tf.cast(truncated, tf.bool) | tf.cast(terminated, tf.bool), dtype)
+    deltas = rewards + gamma * not_terminal * next_values - values
+    gae = []
+    advantage = deltas[horizon - 1]
+    gae.append(advantage)
+    for t in reversed(range(horizon - 1)):
+        advantage = deltas[t] + gamma * lam * goes_on[t] * advantage
+        gae.append(advantage)
+    return tf.stack(gae[::-1]) + values
+
+
+def normalized(x: TensorLike, mask: TensorLike | None = None, epsilon: float = 1e-8) -> TensorLike:
+    """(x - mean) / (std + epsilon) over the entries of `x` [N] where `mask` [N] is 1 (advantage
+    normalisation, as PPO and SB3 use it); masked entries are normalised with the same statistics."""
+    check_rank(x, 1, "x")
+    mean = _masked_mean(x, mask)
+    std = tf.sqrt(_masked_mean(tf.square(x - mean), mask))
+    return (x - mean) / (std + epsilon)
+
+
 def advantages(returns: TensorLike, values: TensorLike) -> TensorLike:
     """A(s_t, a_t) = R_t - V(s_t), with the gradient stopped.
 
@@ -163,6 +231,7 @@ def actor_critic_loss(
     mask: TensorLike | None = None,
     value_coef: float = 0.5,
     entropy_coef: float = 0.01,
+    policy_advantages: TensorLike | None = None,
 ) -> dict[str, TensorLike]:
     """The A3C objective for any policy: policy loss + value_coef * value loss - entropy_coef * entropy.
 
@@ -175,13 +244,15 @@ def actor_critic_loss(
       values: [N], V(s_t).
       returns: [N], R_t.
       mask: optional [N] {0, 1}.
+      policy_advantages: optional [N], what weights the policy gradient instead of R_t - V(s_t)
+        (e.g. `normalized(R_t - V(s_t))`); a constant.
 
     Returns:
       dict with scalars `loss`, `policy_loss`, `value_loss`, `entropy`.
     """
     check_rank(entropies, 1, "entropies")
     check_same_shape(log_pi, entropies, "log_pi and entropies")
-    adv = advantages(returns, values)
+    adv = advantages(returns, values) if policy_advantages is None else policy_advantages
     terms = {
         "policy_loss": score_function_loss(log_pi, adv, mask),
         "value_loss": value_loss(values, returns, mask),

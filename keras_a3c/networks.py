@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from keras_a3c.distributions import for_action_space
 from keras_a3c.envs import check_spaces
+from keras_a3c.normalization import ObservationNormalization
 
 STD_PARAMETERISATIONS = ("state_independent", "softplus")
 # Below this, log(softplus(z)) = z to float32 precision, and softplus(z) itself heads for 0.
@@ -113,6 +114,7 @@ def actor_critic_mlp(
     name: str = "actor_critic",
     std: str = "state_independent",
     log_std_init: float = 0.0,
+    normalize_observations: bool = False,
 ) -> keras.Model:
     """A shared-trunk MLP with a policy head and a value head (A3C, section 5.1).
 
@@ -126,6 +128,9 @@ def actor_critic_mlp(
       std: the Gaussian head's std parameterisation, "state_independent" or "softplus"
         (ignored for Discrete actions); see `GaussianHead`.
       log_std_init: the Gaussian head's initial log std (ignored for Discrete actions).
+      normalize_observations: start with an `ObservationNormalization` layer, whose running
+        statistics `fit` updates from the workers' observations (so the exported policy takes raw
+        observations).
 
     Returns:
       A functional `keras.Model` mapping float32 [B, *obs_shape] to
@@ -133,7 +138,8 @@ def actor_critic_mlp(
     """
     check_spaces(observation_space, action_space)
     inputs = keras.Input(observation_space.shape, name="observation")
-    x = keras.layers.Flatten(name="flatten")(inputs) if len(observation_space.shape) > 1 else inputs
+    x = ObservationNormalization(name="observation_normalization")(inputs) if normalize_observations else inputs
+    x = keras.layers.Flatten(name="flatten")(x) if len(observation_space.shape) > 1 else x
     for i, units in enumerate(hidden_units):
         x = keras.layers.Dense(
             units,

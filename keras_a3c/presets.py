@@ -36,6 +36,7 @@ class Preset:
       hidden_units: widths of the shared MLP trunk (`actor_critic_mlp`).
       std: the Gaussian head's std parameterisation (Box actions only).
       log_std_init: the Gaussian head's initial log std (Box actions only).
+      normalize_observations: start the network with an `ObservationNormalization` layer.
       workers: actor-learner threads.
       envs_per_worker: envs each worker steps as one batch.
       total_steps: env steps to train for.
@@ -52,6 +53,7 @@ class Preset:
     hidden_units: tuple[int, ...] = (64, 64)
     std: str = "state_independent"
     log_std_init: float = 0.0
+    normalize_observations: bool = False
     workers: int = 8
     envs_per_worker: int = 8
     total_steps: int = 1_000_000
@@ -85,7 +87,7 @@ class Preset:
     def network(self, observation_space: gym.Space, action_space: gym.Space) -> keras.Model:
         """The preset's actor-critic MLP for these spaces."""
         return actor_critic_mlp(observation_space, action_space, hidden_units=self.hidden_units, std=self.std,
-                                log_std_init=self.log_std_init)
+                                log_std_init=self.log_std_init, normalize_observations=self.normalize_observations)
 
     def agent(self) -> A3C:
         """A new agent for `env`, built and compiled with the preset's settings."""
@@ -101,10 +103,11 @@ class Preset:
 
     def flags(self) -> dict[str, Any]:
         """The preset as flat flag values, {flag name: value}, as the examples' flags and the
-        flagfiles spell them (the config's fields inline; no gradient clipping is 0)."""
+        flagfiles spell them (the config's fields inline; no clipping is 0)."""
         values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         values.update(values.pop("config").to_dict())
         values["max_grad_norm"] = values["max_grad_norm"] or 0.0
+        values["reward_clip"] = values["reward_clip"] or 0.0
         values["hidden_units"] = list(values["hidden_units"])
         return values
 

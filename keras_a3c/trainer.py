@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import keras
 import tensorflow as tf
 
-from keras_a3c.acting import ActionSampler, LocalPolicy, numpy_forward
+from keras_a3c.acting import ActionSampler, LocalPolicy, numpy_forward, weights_of
 from keras_a3c.callbacks import ProgressLogger
 from keras_a3c.distributions import for_action_space
 from keras_a3c.envs import EnvSpec, make_vector_env
@@ -137,7 +137,7 @@ class Trainer:
             )
             tf_params.get_concrete_function()
         state.begin(self.num_workers, self.total_steps, self.start_time)
-        initial_weights = [v.numpy() for v in variables]
+        initial_weights = weights_of(agent.network)
         for i in range(self.num_workers):
             self.threads.append(
                 Worker(
@@ -151,6 +151,7 @@ class Trainer:
                     layout=layout,
                     seed=self.seed + i * batch,
                     train_lock=agent.learner.lock,
+                    reward_normalizer=agent.reward_normalizer,
                 )
             )
 

@@ -16,6 +16,7 @@ from gymnasium.vector import VectorEnv
 
 from keras_a3c.acting import LocalPolicy
 from keras_a3c.envs import check_finite
+from keras_a3c.normalization import RewardNormalizer
 from keras_a3c.segment import SegmentLayout
 from keras_a3c.training_state import TrainingState
 
@@ -44,6 +45,7 @@ class Worker(threading.Thread):
         layout: SegmentLayout,
         seed: int,
         train_lock: threading.Lock | None,
+        reward_normalizer: RewardNormalizer | None = None,
     ):
         super().__init__(name=f"a3c-worker-{worker_id}", daemon=True)
         self.worker_id = worker_id
@@ -55,6 +57,7 @@ class Worker(threading.Thread):
         self.layout = layout
         self.seed = seed
         self.train_lock = train_lock
+        self.reward_normalizer = reward_normalizer
         self.rng = np.random.default_rng(seed)
         policy.sync(initial_weights)
         self.version = state.updates  # shared updates applied before theta' was last read
@@ -81,6 +84,9 @@ class Worker(threading.Thread):
         episode_return = np.zeros(B, np.float64)
         episode_length = np.zeros(B, np.int64)
         reset_pending = np.zeros(B, bool)  # NEXT_STEP autoreset: this step only resets these envs
+        normalizer = self.reward_normalizer
+        discounted = np.zeros(B)  # with reward normalisation: G_t = gamma G_{t-1} + r_t of each env's episode
+        discounted_log = np.zeros((T, B))
         vector_steps = 0
         check_finite("observation", obs, f"{where}, reset")
         while not self.state.stop.is_set():
@@ -97,11 +103,16 @@ class Worker(threading.Thread):
                 valid[t] = ~reset_pending
                 episode_return += reward
                 episode_length += ~reset_pending
+                if normalizer is not None:
+                    discounted = np.where(reset_pending, 0.0, normalizer.gamma * discounted + reward)
+                    discounted_log[t] = discounted
                 reset_pending = done = term | trunc
                 self.state.add_steps(self.worker_id, steps, episode_return[done], episode_length[done])
                 episode_return[done] = 0.0
                 episode_length[done] = 0
             observations[T] = obs.reshape(B, -1)
+            if normalizer is not None:  # the learner sees the normalised rewards, the logs the raw ones
+                normalizer.normalize(rewards, normalizer.update(discounted_log[valid > 0.5]))
             if self.train_lock is None:
                 self._update(segment)
             else:

@@ -113,3 +113,20 @@ class SpaceEnv(IdentityEnv):
     def __init__(self, action_space: gym.Space):
         super().__init__()
         self.action_space = action_space
+
+
+class ScaledIdentityEnv(IdentityEnv):
+    """An IdentityEnv whose observations are 50 * one-hot + 100 and whose rewards are `reward_scale`
+    times the original: a network that does not normalise its inputs sees values far from O(1)."""
+
+    def __init__(self, n: int = 4, reward_scale: float = 1.0):
+        super().__init__(n)
+        self.reward_scale = reward_scale
+        self.observation_space = gym.spaces.Box(100.0, 150.0, (n,), np.float32)
+
+    def _observe(self):
+        return 50.0 * super()._observe() + 100.0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, self.reward_scale * reward, terminated, truncated, info

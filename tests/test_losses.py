@@ -390,3 +390,78 @@ class TestReparameterisedGaussianGradient:
         k = self.S.shape[0]
         f = phi_value[:k] @ self.S + phi_value[k] + np.exp(phi_value[k + 1 : 2 * k + 1] @ self.S + phi_value[-1]) * eps
         np.testing.assert_allclose(tape.gradient(loss, phi), alpha * total + 2 * (f - c) * grad_f, rtol=1e-9)
+
+
+def segment_with_episode_ends(seed=0, T=6, B=5):
+    rng = np.random.default_rng(seed)
+    rewards = tf.constant(rng.normal(size=(T, B)), tf.float32)
+    terminated = tf.constant(rng.random((T, B)) < 0.2)
+    truncated = tf.constant((rng.random((T, B)) < 0.2) & ~terminated.numpy())
+    # As in a segment: V(s_{t+1}) after step t is V(s_t) of step t + 1 (the final observation of an
+    # episode is row t + 1; the reset step after it is not a transition and is masked out).
+    all_values = rng.normal(size=(T + 1, B)).astype(np.float32)
+    return rewards, terminated, truncated, tf.constant(all_values[:T]), tf.constant(all_values[1:])
+
+
+def test_lambda_returns_with_lambda_1_are_the_n_step_returns(run):
+    rewards, terminated, truncated, values, next_values = segment_with_episode_ends()
+    assert terminated.numpy().any() and truncated.numpy().any()
+    lam1 = run(lambda *a: losses.lambda_returns(*a, gamma=0.9, lam=1.0), rewards, terminated, truncated, values,
+               next_values)
+    n_step = losses.n_step_returns(rewards, terminated, truncated, next_values, 0.9)
+    np.testing.assert_allclose(lam1, n_step, rtol=1e-5, atol=1e-6)
+
+
+def test_lambda_returns_with_lambda_0_are_the_one_step_targets(run):
+    rewards, terminated, truncated, values, next_values = segment_with_episode_ends(1)
+    lam0 = run(lambda *a: losses.lambda_returns(*a, gamma=0.9, lam=0.0), rewards, terminated, truncated, values,
+               next_values)
+    td = rewards.numpy() + 0.9 * (1 - terminated.numpy()) * next_values.numpy()
+    np.testing.assert_allclose(lam0, td, rtol=1e-5, atol=1e-6)
+
+
+def test_lambda_returns_by_hand(run):
+    """T = 3, one env: rewards (1, 2, 3), V(s_t) = (0.5, 1, 2), V(s_{t+1}) = (1, 2, 4), gamma 0.9, lambda 0.5.
+    deltas: 1 + 0.9 - 0.5 = 1.4, 2 + 1.8 - 1 = 2.8, 3 + 3.6 - 2 = 4.6;
+    A_2 = 4.6, A_1 = 2.8 + 0.45 * 4.6 = 4.87, A_0 = 1.4 + 0.45 * 4.87 = 3.5915; R = A + V.
+    With the episode truncated at t = 1 the chain is cut there: A_1 = 2.8, A_0 = 1.4 + 0.45 * 2.8 = 2.66;
+    terminated at t = 1 instead: delta_1 = 2 - 1 = 1, A_1 = 1, A_0 = 1.4 + 0.45 = 1.85."""
+    rewards = tf.constant([[1.0], [2.0], [3.0]])
+    values, next_values = tf.constant([[0.5], [1.0], [2.0]]), tf.constant([[1.0], [2.0], [4.0]])
+    no, at_1 = tf.zeros([3, 1], tf.bool), tf.constant([[False], [True], [False]])
+
+    def returns(terminated, truncated):
+        return run(lambda *a: losses.lambda_returns(*a, gamma=0.9, lam=0.5), rewards, terminated, truncated, values,
+                   next_values)
+
+    np.testing.assert_allclose(returns(no, no)[:, 0], [3.5915 + 0.5, 4.87 + 1.0, 4.6 + 2.0], rtol=1e-5)
+    np.testing.assert_allclose(returns(no, at_1)[:, 0], [2.66 + 0.5, 2.8 + 1.0, 4.6 + 2.0], rtol=1e-5)
+    np.testing.assert_allclose(returns(at_1, no)[:, 0], [1.85 + 0.5, 1.0 + 1.0, 4.6 + 2.0], rtol=1e-5)
+
+
+def test_lambda_returns_are_constants_and_check_shapes():
+    rewards, terminated, truncated, values, next_values = segment_with_episode_ends(2)
+    values, next_values = tf.Variable(values), tf.Variable(next_values)
+    with tf.GradientTape(persistent=True) as tape:
+        returns = losses.lambda_returns(rewards, terminated, truncated, values, next_values, 0.9, 0.95)
+    assert tape.gradient(returns, values) is None and tape.gradient(returns, next_values) is None
+    with pytest.raises(ValueError, match="shape"):
+        losses.lambda_returns(rewards, terminated, truncated, values[:, :1], next_values, 0.9, 0.95)
+    with pytest.raises(ValueError, match="lam"):
+        losses.lambda_returns(rewards, terminated, truncated, values, next_values, 0.9, 1.5)
+
+
+def test_normalized_standardises_over_the_mask(run):
+    x, mask = tf.constant([1.0, 3.0, 5.0, 100.0]), tf.constant([1.0, 1.0, 1.0, 0.0])
+    out = run(losses.normalized, x, mask).numpy()
+    np.testing.assert_allclose(out[:3], np.array([-2.0, 0.0, 2.0]) / np.std([1.0, 3.0, 5.0]), rtol=1e-5)
+
+
+def test_policy_advantages_replace_r_minus_v_in_the_policy_term_only(run):
+    log_pi, values, returns = tf.constant([math.log(0.5), math.log(0.25)]), tf.constant([1.0, 2.0]), \
+        tf.constant([3.0, 1.0])
+    entropies = tf.constant([0.1, 0.2])
+    terms = run(lambda *a: losses.actor_critic_loss(*a, policy_advantages=tf.constant([1.0, -1.0])), log_pi,
+                entropies, values, returns)
+    np.testing.assert_allclose(terms["policy_loss"], (math.log(2) - math.log(4)) / 2, rtol=1e-6)
+    np.testing.assert_allclose(terms["value_loss"], 2.5, rtol=1e-6)
