@@ -110,7 +110,12 @@ class Trainer:
             return
 
         def interrupted(signum, frame) -> None:
-            self._interrupted = True  # only a flag: the handler may run while this thread holds any lock
+            # Only a flag: the handler may run while this thread holds any lock (even the one inside
+            # `stop.wait`, which `stop.set` would take again). A second Ctrl-C gives Python's handler
+            # back, so a third one interrupts at once, should stopping ever hang.
+            if self._interrupted:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+            self._interrupted = True
 
         signal.signal(signal.SIGINT, interrupted)
         try:

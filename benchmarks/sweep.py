@@ -1,0 +1,125 @@
+"""Sweep candidate default settings over tasks and seeds: train within a budget of env steps, then
+evaluate the greedy policy.
+
+    python benchmarks/sweep.py --env Acrobot-v1 --candidates library,normalised --seeds 5
+    python benchmarks/sweep.py --env CartPole-v1 --candidates normalised --seeds 30 --steps 1000000
+
+Each run is a fresh process: `keras.utils.set_random_seed(seed)`, the candidate's network
+(`actor_critic_mlp` with its options), optimizer and `A3CConfig`, `fit(env, budget, seed=seed)` with
+the candidate's workers and envs per worker, then `evaluate` of the greedy policy over 20 episodes
+(env seeds 10000 + i). A run passes at the task's bar (the suite of the defaults issue: CartPole-v1
+475, Acrobot-v1 -100, LunarLander-v3 200, Pendulum-v1 -200). Prints one row per run and a summary
+per candidate, and appends every run to `--json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+from absl import app, flags  # noqa: E402
+from common import fmt, in_subprocess, stats  # noqa: E402
+
+# The suite: env id -> (env-step budget, bar for the greedy evaluation's mean return).
+SUITE = {
+    "CartPole-v1": (1_000_000, 475.0),
+    "Acrobot-v1": (500_000, -100.0),
+    "LunarLander-v3": (3_000_000, 200.0),
+    "Pendulum-v1": (3_000_000, -200.0),
+}
+
+# Candidates: the optimizer, the A3CConfig fields, the network options and the fit shape.
+CANDIDATES: dict[str, dict] = {
+    # What compile() and actor_critic_mlp() give without arguments, before normalisation existed.
+    "library": {"optimizer": ("rmsprop", 1e-3, None, 0), "config": {}, "network": {}, "workers": 8, "envs": 8},
+    "normalised": {
+        "optimizer": ("adam", 7e-4, 1e-5, 0),
+        "config": {"normalize_rewards": True, "gae_lambda": 0.95, "max_grad_norm": 0.5},
+        "network": {"normalize_observations": True},
+        "workers": 8, "envs": 8,
+    },
+}
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("env", "Acrobot-v1", "Task of the suite: " + ", ".join(SUITE))
+flags.DEFINE_list("candidates", ["normalised"], "Candidates to run: " + ", ".join(CANDIDATES))
+flags.DEFINE_integer("seeds", 5, "Seeds seed_offset .. seed_offset + seeds - 1 per candidate.", lower_bound=1)
+flags.DEFINE_integer("seed_offset", 0, "First seed.")
+flags.DEFINE_integer("steps", None, "Env-step budget (default: the suite's for the task).", lower_bound=1)
+flags.DEFINE_integer("eval_episodes", 20, "Greedy evaluation episodes.", lower_bound=1)
+flags.DEFINE_string("overrides", "{}", "JSON: A3CConfig fields to set on every candidate (for quick what-ifs).")
+flags.DEFINE_string("json", "sweep.json", "Append every run here (one JSON object a line).")
+flags.DEFINE_string("run", None, "Internal: one run in this process (JSON spec).")
+flags.register_validator("env", lambda env: env in SUITE, message="--env must be a task of the suite")
+flags.register_validator("candidates", lambda names: all(n in CANDIDATES for n in names),
+                         message="unknown candidate")
+
+
+def one_run(spec: dict) -> dict:
+    import gymnasium as gym
+    import keras
+
+    import keras_a3c
+
+    candidate = CANDIDATES[spec["candidate"]]
+    keras.utils.set_random_seed(spec["seed"])
+    env = gym.make(spec["env"])
+    network = keras_a3c.actor_critic_mlp(env.observation_space, env.action_space, **candidate["network"])
+    agent = keras_a3c.A3C(network)
+    name, learning_rate, epsilon, decay_updates = candidate["optimizer"]
+    if decay_updates:
+        learning_rate = keras.optimizers.schedules.PolynomialDecay(learning_rate, decay_updates, learning_rate / 10)
+    optimizer = keras.optimizers.get({"class_name": name, "config": {"learning_rate": learning_rate}})
+    if epsilon is not None:
+        optimizer.epsilon = epsilon
+    agent.compile(optimizer, **{**candidate["config"], **spec["overrides"]})
+    start = time.perf_counter()
+    history = agent.fit(spec["env"], total_steps=spec["steps"], workers=candidate["workers"],
+                        envs_per_worker=candidate["envs"], seed=spec["seed"], verbose=0)
+    seconds = time.perf_counter() - start
+    returns = keras_a3c.evaluate_policy(
+        keras_a3c.acting.policy_function(agent.network, agent.action_space), spec["env"], spec["eval_episodes"],
+        num_envs=spec["eval_episodes"], seed=10_000,
+    )
+    last = {k: v[-1] for k, v in history.history.items()}
+    return {**spec, "seconds": seconds, "env_steps": agent.env_steps, "eval_mean": float(np.mean(returns)),
+            "train_mean": last["episode_return"], "entropy": last["entropy"],
+            "steps_per_second": agent.env_steps / seconds}
+
+
+def main(argv):
+    del argv
+    if FLAGS.run:
+        spec = json.loads(FLAGS.run)
+        with open(spec["out"], "w") as f:
+            json.dump(one_run(spec), f)
+        return
+    budget, bar = SUITE[FLAGS.env]
+    steps = FLAGS.steps or budget
+    overrides = json.loads(FLAGS.overrides)
+    print(f"{FLAGS.env}: {steps:,} env steps, greedy eval over {FLAGS.eval_episodes} episodes, bar {bar:g}")
+    for name in FLAGS.candidates:
+        runs = []
+        for seed in range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds):
+            spec = {"env": FLAGS.env, "candidate": name, "seed": seed, "steps": steps,
+                    "eval_episodes": FLAGS.eval_episodes, "overrides": overrides}
+            run = in_subprocess(__file__, spec)
+            run["passed"] = run["eval_mean"] >= bar
+            runs.append(run)
+            with open(FLAGS.json, "a") as f:
+                f.write(json.dumps(run) + "\n")
+            print(f"  {name} seed {seed}: eval {run['eval_mean']:.1f} ({'pass' if run['passed'] else 'FAIL'}), "
+                  f"train mean {run['train_mean']:.1f}, entropy {run['entropy']:.3f}, {run['seconds']:.0f} s, "
+                  f"{run['steps_per_second']:,.0f} steps/s", flush=True)
+        print(f"{name} {overrides or ''}: {sum(r['passed'] for r in runs)}/{len(runs)} pass, eval "
+              f"{fmt(stats([r['eval_mean'] for r in runs]), '.1f')}, seconds "
+              f"{fmt(stats([r['seconds'] for r in runs]), '.0f')}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
