@@ -242,3 +242,23 @@ def policy_function(
         return sampler.to_env(sampler.mode(params) if deterministic else sampler.sample(params, rng))
 
     return act
+
+
+def predict_actions(network: keras.Model, action_space: gym.Space | None, observations, deterministic: bool = True,
+                    seed: int | None = None) -> np.ndarray:
+    """`A3C.predict`: env actions of the network's policy through Keras, for a batch of observations
+    [B, *obs_shape] -> [B] or [B, D]; one observation -> one action. Without an action space the
+    policy params are read as logits (the Discrete default)."""
+    observations = np.asarray(observations, dtype=np.float32)
+    obs_shape = tuple(network.inputs[0].shape[1:])
+    single = observations.shape == obs_shape
+    if single:
+        observations = observations[None]
+    if observations.shape[1:] != obs_shape:
+        raise ValueError(f"observations must have shape [batch, {', '.join(map(str, obs_shape))}], "
+                         f"got {observations.shape}")
+    params = np.asarray(network(observations, training=False)[0])
+    sampler = ActionSampler(action_space or gym.spaces.Discrete(params.shape[1]))
+    actions = sampler.mode(params) if deterministic else sampler.sample(params, np.random.default_rng(seed))
+    actions = sampler.to_env(actions)
+    return actions[0] if single else actions

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_a3c import saving
-from keras_a3c.acting import ActionSampler, policy_function
+from keras_a3c.acting import policy_function, predict_actions
 from keras_a3c.config import A3CConfig
 from keras_a3c.distributions import for_action_space
 from keras_a3c.envs import EnvSpec, env_spaces
@@ -195,20 +195,7 @@ class A3C(keras.Model):
         """Env actions for a batch of observations [B, *obs_shape] -> [B] int (Discrete) or
         [B, D] float32 (Box, clipped to the bounds); one observation -> one action.
         The most likely action (argmax, or the Gaussian mean) when `deterministic`, else sampled."""
-        observations = np.asarray(observations, dtype=np.float32)
-        obs_shape = tuple(self.network.inputs[0].shape[1:])
-        single = observations.shape == obs_shape
-        if single:
-            observations = observations[None]
-        if observations.shape[1:] != obs_shape:
-            raise ValueError(f"observations must have shape [batch, {', '.join(map(str, obs_shape))}], "
-                             f"got {observations.shape}")
-        params = np.asarray(self.network(observations, training=False)[0])
-        # Without a known action space the params are read as logits (the Discrete default).
-        sampler = ActionSampler(self.action_space or gym.spaces.Discrete(params.shape[1]))
-        actions = sampler.mode(params) if deterministic else sampler.sample(params, np.random.default_rng(seed))
-        actions = sampler.to_env(actions)
-        return actions[0] if single else actions
+        return predict_actions(self.network, self.action_space, observations, deterministic, seed)
 
     def evaluate(
         self, env: EnvSpec, episodes: int = 100, deterministic: bool = True, num_envs: int = 16, seed: int = 10_000
