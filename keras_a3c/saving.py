@@ -34,7 +34,9 @@ import numpy as np
 from keras_a3c.files import is_staging, write_atomically
 
 FORMAT = "keras_a3c.agent"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 1 saves predate these settings; these values train as version 1 did.
+_VERSION_1_COMPILE = {"gae_lambda": 1.0, "normalize_advantages": False, "normalize_rewards": False, "reward_clip": 10.0}
 CONFIG_FILE = "agent.json"
 ARRAYS_FILE = "state.npz"
 
@@ -161,11 +163,14 @@ def _read_config(path: str) -> dict:
         raise ValueError(f"the keras_a3c save at {path} is corrupt: {file} is not valid JSON ({exc})") from exc
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{path} is not a keras_a3c save: {file} has no format {FORMAT!r}")
-    if config.get("format_version") != FORMAT_VERSION:
+    version = config.get("format_version")
+    if version not in (1, FORMAT_VERSION):
         raise ValueError(
-            f"the keras_a3c save at {path} has format version {config.get('format_version')!r}; "
-            f"this keras_a3c reads version {FORMAT_VERSION}"
+            f"the keras_a3c save at {path} has format version {version!r}; this keras_a3c reads versions 1 to "
+            f"{FORMAT_VERSION}"
         )
+    if version == 1 and config.get("compile") is not None:
+        config["compile"] = {**_VERSION_1_COMPILE, **config["compile"]}
     return config
 
 
