@@ -32,7 +32,7 @@ def default_agent(hogwild: bool | None = None):
     cartpole = preset("cartpole")
     if hogwild is not None:
         cartpole = dataclasses.replace(cartpole, config=cartpole.config.replace(hogwild=hogwild))
-    return cartpole.agent()
+    return cartpole.make_agent()
 
 
 def solve_point(

@@ -111,7 +111,7 @@ def run_keras_a3c(spec: dict) -> dict:
     seed, workers = spec["seed"], spec["workers"] or preset("pendulum").workers
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    agent = preset("pendulum").agent()
+    agent = preset("pendulum").make_agent()
     fit_start = time.perf_counter()
     history = agent.fit(
         ENV_ID,

@@ -43,6 +43,24 @@ CANDIDATES: dict[str, dict] = {
         "network": {"normalize_observations": True},
         "workers": 8, "envs": 8,
     },
+    "normalised_lr3e-4": {
+        "optimizer": ("adam", 3e-4, 1e-5, 0),
+        "config": {"normalize_rewards": True, "gae_lambda": 0.95, "max_grad_norm": 0.5},
+        "network": {"normalize_observations": True},
+        "workers": 8, "envs": 8,
+    },
+    "normalised_advnorm": {
+        "optimizer": ("adam", 7e-4, 1e-5, 0),
+        "config": {"normalize_rewards": True, "gae_lambda": 0.95, "max_grad_norm": 0.5, "normalize_advantages": True},
+        "network": {"normalize_observations": True},
+        "workers": 8, "envs": 8,
+    },
+    "normalised_rmsprop": {
+        "optimizer": ("rmsprop", 7e-4, 1e-5, 0),
+        "config": {"normalize_rewards": True, "gae_lambda": 0.95, "max_grad_norm": 0.5},
+        "network": {"normalize_observations": True},
+        "workers": 8, "envs": 8,
+    },
 }
 
 FLAGS = flags.FLAGS

@@ -39,7 +39,7 @@ def main(argv):
         network = keras_a3c.actor_critic_mlp(observation_space, action_space, hidden_units=settings.hidden_units,
                                              normalize_observations=settings.normalize_observations)
         agent = keras_a3c.A3C(network)
-        agent.compile(optimizer=settings.optimizer(), config=settings.config)
+        agent.compile(optimizer=settings.make_optimizer(), config=settings.config)
 
     # Train: the workers run asynchronously; callbacks (progress, checkpoints) run on this thread.
     if common.train(agent, settings) is None:

@@ -57,13 +57,15 @@ def define_flags(preset: Preset, flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_float("reward_clip", d["reward_clip"], "With --normalize_rewards, clip the normalised rewards to "
                        "[-reward_clip, reward_clip]; 0 does not clip.", lower_bound=0.0, **fv)
     # The optimizer.
-    flags.DEFINE_float("learning_rate", d["learning_rate"], "Adam learning rate of the shared optimizer.",
+    flags.DEFINE_float("learning_rate", d["learning_rate"], "Learning rate of the shared optimizer.",
                        lower_bound=0.0, **fv)
     flags.DEFINE_integer("learning_rate_decay_updates", d["learning_rate_decay_updates"], "If > 0, decay the "
                          "learning rate linearly to a tenth of --learning_rate over this many updates, then hold it: "
                          "fewer runs oscillate or collapse before solving, and long runs stay solved. 0 keeps it "
                          "constant.", lower_bound=0, **fv)
-    flags.DEFINE_float("adam_epsilon", d["adam_epsilon"], "Adam epsilon; above Keras's 1e-7 it damps the steps once "
+    flags.DEFINE_enum("optimizer", d["optimizer"], ["adam", "rmsprop"], "The shared optimizer (rmsprop with rho "
+                      "0.99, as the A3C paper's shared RMSProp).", **fv)
+    flags.DEFINE_float("epsilon", d["epsilon"], "The optimizer's epsilon; above Keras's 1e-7 it damps the steps once "
                        "gradients get small.", lower_bound=0.0, **fv)
     # The network.
     flags.DEFINE_list("hidden_units", [str(u) for u in d["hidden_units"]], "Widths of the shared MLP trunk.", **fv)
@@ -125,7 +127,8 @@ def settings() -> Preset:
         ),
         learning_rate=FLAGS.learning_rate,
         learning_rate_decay_updates=FLAGS.learning_rate_decay_updates,
-        adam_epsilon=FLAGS.adam_epsilon,
+        optimizer=FLAGS.optimizer,
+        epsilon=FLAGS.epsilon,
         hidden_units=tuple(int(u) for u in FLAGS.hidden_units),
         std=FLAGS.std,
         log_std_init=FLAGS.log_std_init,

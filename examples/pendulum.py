@@ -38,7 +38,7 @@ def main(argv):
                                              std=settings.std, log_std_init=settings.log_std_init,
                                              normalize_observations=settings.normalize_observations)
         agent = keras_a3c.A3C(network, action_space=action_space)
-        agent.compile(optimizer=settings.optimizer(), config=settings.config)
+        agent.compile(optimizer=settings.make_optimizer(), config=settings.config)
 
     # Train: the workers run asynchronously; callbacks (progress, checkpoints) run on this thread.
     if common.train(agent, settings) is None:

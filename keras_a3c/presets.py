@@ -3,7 +3,7 @@ from them, `flags/<name>.flags` holds the same values (a test keeps the two equa
 benchmarks build their agents with them.
 
     preset = keras_a3c.presets.get("cartpole")
-    agent = preset.agent()                          # network, optimizer and A3CConfig of the preset
+    agent = preset.make_agent()                          # network, optimizer and A3CConfig of the preset
     agent.fit(preset.env, total_steps=preset.total_steps, **preset.fit_kwargs())
 """
 
@@ -20,6 +20,8 @@ from keras_a3c.config import A3CConfig
 from keras_a3c.envs import env_spaces
 from keras_a3c.networks import STD_PARAMETERISATIONS, actor_critic_mlp
 
+OPTIMIZERS = ("adam", "rmsprop")
+
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
@@ -28,11 +30,12 @@ class Preset:
     Attributes:
       env: the gymnasium id the settings were chosen on.
       config: the update's settings (`A3CConfig`).
-      learning_rate: Adam's initial learning rate.
+      optimizer: "adam", or "rmsprop" (with rho 0.99, the A3C paper's shared RMSProp).
+      learning_rate: the optimizer's initial learning rate.
       learning_rate_decay_updates: if > 0, the learning rate decays linearly to a tenth of
         `learning_rate` over this many updates, then holds (keyed on `optimizer.iterations`,
         so it carries on across save / load); 0 keeps it constant.
-      adam_epsilon: Adam's epsilon.
+      epsilon: the optimizer's epsilon.
       hidden_units: widths of the shared MLP trunk (`actor_critic_mlp`).
       std: the Gaussian head's std parameterisation (Box actions only).
       log_std_init: the Gaussian head's initial log std (Box actions only).
@@ -48,8 +51,9 @@ class Preset:
     env: str
     config: A3CConfig
     learning_rate: float
+    optimizer: str = "adam"
     learning_rate_decay_updates: int = 0
-    adam_epsilon: float = 1e-7
+    epsilon: float = 1e-7
     hidden_units: tuple[int, ...] = (64, 64)
     std: str = "state_independent"
     log_std_init: float = 0.0
@@ -62,9 +66,10 @@ class Preset:
     steps_per_epoch: int = 10_000
 
     def __post_init__(self) -> None:
-        if not (self.learning_rate > 0 and self.adam_epsilon > 0):
-            raise ValueError(f"learning_rate and adam_epsilon must be > 0, got {self.learning_rate!r}, "
-                             f"{self.adam_epsilon!r}")
+        if not (self.learning_rate > 0 and self.epsilon > 0):
+            raise ValueError(f"learning_rate and epsilon must be > 0, got {self.learning_rate!r}, {self.epsilon!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.std not in STD_PARAMETERISATIONS:
             raise ValueError(f"std must be one of {STD_PARAMETERISATIONS}, got {self.std!r}")
         for name in ("workers", "envs_per_worker", "total_steps", "steps_per_epoch", "learning_rate_decay_updates",
@@ -75,25 +80,27 @@ class Preset:
         if not (self.hidden_units and all(isinstance(u, int) and u >= 1 for u in self.hidden_units)):
             raise ValueError(f"hidden_units must be positive integers, got {self.hidden_units!r}")
 
-    def optimizer(self) -> keras.optimizers.Adam:
-        """Adam with the preset's learning rate (and its linear decay, if any) and epsilon."""
+    def make_optimizer(self) -> keras.optimizers.Optimizer:
+        """The preset's optimizer with its learning rate (and its linear decay, if any) and epsilon."""
         learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = self.learning_rate
         if self.learning_rate_decay_updates:
             learning_rate = keras.optimizers.schedules.PolynomialDecay(
                 self.learning_rate, self.learning_rate_decay_updates, self.learning_rate / 10
             )
-        return keras.optimizers.Adam(learning_rate, epsilon=self.adam_epsilon)
+        if self.optimizer == "rmsprop":
+            return keras.optimizers.RMSprop(learning_rate, rho=0.99, epsilon=self.epsilon)
+        return keras.optimizers.Adam(learning_rate, epsilon=self.epsilon)
 
-    def network(self, observation_space: gym.Space, action_space: gym.Space) -> keras.Model:
+    def make_network(self, observation_space: gym.Space, action_space: gym.Space) -> keras.Model:
         """The preset's actor-critic MLP for these spaces."""
         return actor_critic_mlp(observation_space, action_space, hidden_units=self.hidden_units, std=self.std,
                                 log_std_init=self.log_std_init, normalize_observations=self.normalize_observations)
 
-    def agent(self) -> A3C:
+    def make_agent(self) -> A3C:
         """A new agent for `env`, built and compiled with the preset's settings."""
         observation_space, action_space = env_spaces(self.env)
-        agent = A3C(self.network(observation_space, action_space), action_space=action_space)
-        agent.compile(self.optimizer(), self.config)
+        agent = A3C(self.make_network(observation_space, action_space), action_space=action_space)
+        agent.compile(self.make_optimizer(), self.config)
         return agent
 
     def fit_kwargs(self) -> dict[str, int]:
@@ -117,7 +124,7 @@ CARTPOLE = Preset(
     config=A3CConfig(n_steps=5, gamma=0.98, entropy_coef=0.02, value_coef=0.5, max_grad_norm=5.0),
     learning_rate=4e-3,
     learning_rate_decay_updates=6000,
-    adam_epsilon=1e-5,
+    epsilon=1e-5,
     workers=8,
     envs_per_worker=24,
     total_steps=1_000_000,

@@ -5,7 +5,6 @@ import dataclasses
 import os
 
 import gymnasium as gym
-import keras
 import pytest
 
 import keras_a3c
@@ -59,10 +58,10 @@ def test_compile_takes_a_config_and_keyword_overrides():
 @pytest.mark.parametrize("name", sorted(presets.PRESETS))
 def test_a_preset_builds_a_compiled_agent_with_its_settings(name):
     preset = presets.get(name)
-    agent = preset.agent()
+    agent = preset.make_agent()
     assert agent.config == preset.config
-    assert isinstance(agent.optimizer, keras.optimizers.Adam)
-    assert float(agent.optimizer.epsilon) == pytest.approx(preset.adam_epsilon)
+    assert agent.optimizer.__class__.__name__.lower() == preset.optimizer
+    assert float(agent.optimizer.epsilon) == pytest.approx(preset.epsilon)
     assert float(agent.optimizer.learning_rate) == pytest.approx(preset.learning_rate)
     hidden = [layer.units for layer in agent.network.layers if layer.name.startswith("trunk_")]
     assert tuple(hidden) == preset.hidden_units
@@ -70,7 +69,7 @@ def test_a_preset_builds_a_compiled_agent_with_its_settings(name):
 
 
 def test_the_cartpole_preset_decays_its_learning_rate_to_a_tenth():
-    optimizer = presets.CARTPOLE.optimizer()
+    optimizer = presets.CARTPOLE.make_optimizer()
     schedule = optimizer.learning_rate if callable(optimizer.learning_rate) else optimizer._learning_rate
     assert float(schedule(0)) == pytest.approx(4e-3)
     assert float(schedule(presets.CARTPOLE.learning_rate_decay_updates * 2)) == pytest.approx(4e-4)
