@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from keras_a3c import saving
 from keras_a3c.acting import policy_function, predict_actions
-from keras_a3c.config import A3CConfig
+from keras_a3c.config import A3CConfig, default_optimizer
 from keras_a3c.distributions import for_action_space
 from keras_a3c.envs import EnvSpec, env_spaces
 from keras_a3c.evaluation import evaluate_policy
@@ -82,19 +82,20 @@ class A3C(keras.Model):
 
     def compile(
         self,
-        optimizer: str | keras.optimizers.Optimizer = "rmsprop",
+        optimizer: str | keras.optimizers.Optimizer | None = None,
         config: A3CConfig | None = None,
         **overrides: Any,
     ) -> None:
         """Configure training: the shared optimizer and the update's settings.
 
         Args:
-          optimizer: shared by all workers (one set of slots, as the paper's shared RMSProp).
+          optimizer: shared by all workers (one set of slots, as the paper's shared RMSProp); None is
+            `keras_a3c.config.default_optimizer()`.
           config: the update's settings (`A3CConfig`); None takes its defaults.
           **overrides: fields of `A3CConfig` to change, e.g. `entropy_coef=0.02, gamma=0.98`.
         """
         config = (config or A3CConfig()).replace(**overrides)
-        super().compile(optimizer=optimizer, jit_compile=False)
+        super().compile(optimizer=optimizer or default_optimizer(), jit_compile=False)
         self.config = config
         self.learner = Learner(self.network, self.optimizer, config, self.update_logs)
         self.reward_normalizer = (RewardNormalizer(config.gamma, config.reward_clip) if config.normalize_rewards

@@ -6,6 +6,8 @@ import dataclasses
 import math
 from typing import Any
 
+import keras
+
 
 def _finite_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -15,7 +17,9 @@ def _finite_number(value: Any) -> bool:
 class A3CConfig:
     """How the learner turns a worker's segment into an update (Mnih et al. 2016, Algorithm S3).
 
-    Every field is checked when the config is made: a bad value is a `ValueError` naming it.
+    Every field is checked when the config is made: a bad value is a `ValueError` naming it. The
+    defaults, with `default_optimizer()` and `actor_critic_mlp`'s, learn CartPole-v1, Acrobot-v1,
+    LunarLander-v3 and Pendulum-v1 without per-task tuning (see benchmarks/results/defaults_sweep.md).
 
     Attributes:
       n_steps: t_max, env steps per worker segment (one update per segment), >= 1.
@@ -42,12 +46,12 @@ class A3CConfig:
     gamma: float = 0.99
     entropy_coef: float = 0.01
     value_coef: float = 0.5
-    max_grad_norm: float | None = None
+    max_grad_norm: float | None = 0.5
     reward_scale: float = 1.0
     hogwild: bool = False
-    gae_lambda: float = 1.0
+    gae_lambda: float = 0.95
     normalize_advantages: bool = False
-    normalize_rewards: bool = False
+    normalize_rewards: bool = True
     reward_clip: float | None = 10.0
 
     def __post_init__(self) -> None:
@@ -90,3 +94,10 @@ class A3CConfig:
     @classmethod
     def field_names(cls) -> list[str]:
         return [field.name for field in dataclasses.fields(cls)]
+
+
+def default_optimizer() -> keras.optimizers.Optimizer:
+    """The optimizer of `A3C.compile()` without one: RMSprop with learning rate 7e-4, rho 0.99 and
+    epsilon 1e-5 (the A3C paper's shared RMSProp, with the settings of A2C in OpenAI Baselines and
+    Stable-Baselines3)."""
+    return keras.optimizers.RMSprop(7e-4, rho=0.99, epsilon=1e-5)

@@ -114,7 +114,7 @@ def actor_critic_mlp(
     name: str = "actor_critic",
     std: str = "state_independent",
     log_std_init: float = 0.0,
-    normalize_observations: bool = False,
+    normalize_observations: bool = True,
 ) -> keras.Model:
     """A shared-trunk MLP with a policy head and a value head (A3C, section 5.1).
 

@@ -12,7 +12,7 @@ from envs import IdentityEnv
 
 import keras_a3c
 import keras_a3c.learner
-from keras_a3c.acting import numpy_forward
+from keras_a3c.acting import numpy_forward, weights_of
 
 LOG_KEYS = {"loss", "policy_loss", "value_loss", "entropy", "episode_return", "env_steps", "steps_per_second"}
 
@@ -163,7 +163,7 @@ def test_numpy_twin_matches_keras_forward():
     net = keras_a3c.actor_critic_mlp(env.observation_space, env.action_space, (32, 16), activation="relu")
     forward = numpy_forward(net)
     obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
-    logits, values = forward([v.numpy() for v in net.trainable_variables], obs)
+    logits, values = forward(weights_of(net), obs)
     k_logits, k_values = net(obs)
     np.testing.assert_allclose(logits, k_logits, atol=1e-5)
     np.testing.assert_allclose(values, np.ravel(k_values), atol=1e-5)

@@ -2,6 +2,7 @@
 
 import ast
 import dataclasses
+import inspect
 import os
 
 import gymnasium as gym
@@ -124,3 +125,26 @@ def test_no_import_cycle_in_the_package():
 
     for module in sorted(graph):
         visit(module)
+
+
+def test_the_defaults_preset_is_what_the_library_does_without_arguments():
+    """presets.DEFAULTS (examples/train.py, flags/defaults.flags) must say what A3C(actor_critic_mlp(...)),
+    compile() and fit() do when given nothing."""
+    defaults = presets.DEFAULTS
+    assert defaults.config == A3CConfig()
+    def settings(optimizer):
+        return type(optimizer), {k: v for k, v in optimizer.get_config().items() if k != "name"}
+
+    library = settings(keras_a3c.config.default_optimizer())
+    assert settings(defaults.make_optimizer()) == library
+    builder = inspect.signature(keras_a3c.actor_critic_mlp).parameters
+    assert builder["normalize_observations"].default == defaults.normalize_observations
+    assert tuple(builder["hidden_units"].default) == defaults.hidden_units
+    assert builder["std"].default == defaults.std and builder["log_std_init"].default == defaults.log_std_init
+    fit = inspect.signature(keras_a3c.A3C.fit).parameters
+    assert (fit["workers"].default, fit["envs_per_worker"].default, fit["steps_per_epoch"].default) == (
+        defaults.workers, defaults.envs_per_worker, defaults.steps_per_epoch)
+    env = gym.make("CartPole-v1")
+    agent = keras_a3c.A3C(keras_a3c.actor_critic_mlp(env.observation_space, env.action_space))
+    agent.compile()
+    assert agent.config == A3CConfig() and settings(agent.optimizer) == library

@@ -11,7 +11,7 @@ import tensorflow as tf
 from envs import ContinuousIdentityEnv, IdentityEnv, SpaceEnv
 
 import keras_a3c
-from keras_a3c.acting import ActionSampler, numpy_forward
+from keras_a3c.acting import ActionSampler, numpy_forward, weights_of
 from keras_a3c.distributions import LOG_STD_MAX
 from keras_a3c.networks import GaussianHead, log_softplus
 
@@ -35,7 +35,7 @@ def test_gaussian_head_numpy_twin_matches_keras(std, action_space, activation):
     forward = numpy_forward(net)
     assert forward is not None
     obs = np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32)
-    params, values = forward([v.numpy() for v in net.trainable_variables], obs)
+    params, values = forward(weights_of(net), obs)
     k_params, k_values = net(obs)
     assert params.shape == (64, 2 * action_space.shape[0])
     np.testing.assert_allclose(params, k_params, atol=1e-5)

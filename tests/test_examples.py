@@ -57,6 +57,8 @@ for line in lines:
     name, _, value = line[2:].partition("=")
     if not value and name.startswith("no") and name[2:] in FLAGS:
         name, value = name[2:], "false"
+    elif not value:
+        value = "true"
     names.add(name)
     flag = FLAGS[name]
     parsed = flag.parser.parse(value)
@@ -68,11 +70,11 @@ print(len(lines), "flags match")
 """
 
 
-@pytest.mark.parametrize("name", ["cartpole", "pendulum"])
-def test_flagfile_holds_the_preset_and_the_example_defaults(name):
+@pytest.mark.parametrize("name, example", [("cartpole", "cartpole"), ("pendulum", "pendulum"), ("defaults", "train")])
+def test_flagfile_holds_the_preset_and_the_example_defaults(name, example):
     """flags/<name>.flags, keras_a3c.presets.<NAME> and the example's flag defaults must not drift apart."""
     out = subprocess.run(
-        [sys.executable, "-c", CHECK_FLAGFILE, os.path.join(ROOT, "examples", f"{name}.py"),
+        [sys.executable, "-c", CHECK_FLAGFILE, os.path.join(ROOT, "examples", f"{example}.py"),
          os.path.join(ROOT, "flags", f"{name}.flags"), name],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )
@@ -132,3 +134,16 @@ def test_the_example_resumes_from_its_newest_checkpoint(tmp_path, example):
     done = run_example(*common, "--total_steps=6000", "--resume", example=example)
     assert done.returncode == 0 and "nothing to train" in done.stdout
 
+
+
+TRAIN = os.path.join(ROOT, "examples", "train.py")
+
+
+@pytest.mark.parametrize("env", ["Acrobot-v1", "Pendulum-v1", "LunarLander-v3"])
+def test_the_general_example_trains_any_task_with_the_defaults(tmp_path, env):
+    export_dir = tmp_path / "policy"
+    out = run_example(f"--env={env}", "--workers=2", "--envs_per_worker=4", "--total_steps=2000", "--eval_episodes=2",
+                      "--verbose=0", f"--export_dir={export_dir}", example=TRAIN)
+    assert out.returncode == 0, out.stderr
+    assert "deterministic policy over 2 episodes" in out.stdout
+    assert (export_dir / "saved_model.pb").exists()

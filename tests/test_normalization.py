@@ -194,3 +194,13 @@ def test_a_non_finite_observation_stops_fit_before_the_statistics_see_it():
                   verbose=0)
     layer = agent.network.get_layer("observation_normalization")
     assert all(np.isfinite(w.numpy()).all() for w in layer.weights)
+
+
+def test_reward_normalisation_keeps_rewards_too_large_for_float32_returns_trainable():
+    """Rewards of 3e38 overflow a float32 n-step return (see test_faults); normalised in float64 and clipped,
+    the learner sees finite rewards and trains on."""
+    agent = make_agent(IdentityEnv, normalize_rewards=True)
+    agent.fit(one_faulty(1, fail_after=40, mode="huge_reward"), total_steps=2000, workers=2, envs_per_worker=2,
+              verbose=0)
+    assert agent.env_steps >= 2000
+    assert all(np.isfinite(v.numpy()).all() for v in agent.network.weights)
