@@ -72,6 +72,7 @@ flags.DEFINE_integer("steps", None, "Env-step budget (default: the suite's for t
 flags.DEFINE_integer("eval_episodes", 20, "Greedy evaluation episodes.", lower_bound=1)
 flags.DEFINE_string("overrides", "{}", "JSON: A3CConfig fields to set on every candidate (for quick what-ifs).")
 flags.DEFINE_string("json", "sweep.json", "Append every run here (one JSON object a line).")
+flags.DEFINE_bool("report", False, "Only print a markdown table of the runs in --json, per task and candidate.")
 flags.DEFINE_string("run", None, "Internal: one run in this process (JSON spec).")
 flags.register_validator("env", lambda env: env in SUITE, message="--env must be a task of the suite")
 flags.register_validator("candidates", lambda names: all(n in CANDIDATES for n in names),
@@ -110,8 +111,32 @@ def one_run(spec: dict) -> dict:
             "steps_per_second": agent.env_steps / seconds}
 
 
+def report(path: str) -> str:
+    """A markdown table of the runs in `path`: per task and candidate, the passes and each seed's score."""
+    with open(path) as f:
+        runs = [json.loads(line) for line in f if line.strip()]
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault((run["env"], run["candidate"], json.dumps(run["overrides"]), run["steps"]), []).append(run)
+    lines = ["| task | candidate | env steps | passed | greedy eval, 20 episodes: median [min, max] | per seed "
+             "(seed: eval) | training s, median | env steps/s, median |", "|" + " --- |" * 8]
+    for (env, name, overrides, steps), group in groups.items():
+        group.sort(key=lambda r: r["seed"])
+        label = name + ("" if overrides == "{}" else f" {overrides}")
+        passed = sum(r["eval_mean"] >= SUITE[env][1] for r in group)
+        seeds = ", ".join(f"{r['seed']}: {r['eval_mean']:.1f}" for r in group)
+        lines.append(f"| {env} (bar {SUITE[env][1]:g}) | {label} | {steps:,} | {passed}/{len(group)} | "
+                     f"{fmt(stats([r['eval_mean'] for r in group]), '.1f')} | {seeds} | "
+                     f"{fmt(stats([r['seconds'] for r in group]), '.0f')} | "
+                     f"{fmt(stats([r['steps_per_second'] for r in group]), ',.0f')} |")
+    return "\n".join(lines)
+
+
 def main(argv):
     del argv
+    if FLAGS.report:
+        print(report(FLAGS.json))
+        return
     if FLAGS.run:
         spec = json.loads(FLAGS.run)
         with open(spec["out"], "w") as f:
