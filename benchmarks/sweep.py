@@ -55,6 +55,7 @@ CANDIDATES: dict[str, dict] = {
         "network": {"normalize_observations": True},
         "workers": 8, "envs": 8,
     },
+    # The library's defaults (keras_a3c.presets.DEFAULTS): what A3C(actor_critic_mlp(...)).compile() trains with.
     "normalised_rmsprop": {
         "optimizer": ("rmsprop", 7e-4, 1e-5, 0),
         "config": {"normalize_rewards": True, "gae_lambda": 0.95, "max_grad_norm": 0.5},

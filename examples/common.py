@@ -63,8 +63,8 @@ def define_flags(preset: Preset, flag_values: flags.FlagValues = FLAGS) -> None:
                          "learning rate linearly to a tenth of --learning_rate over this many updates, then hold it: "
                          "fewer runs oscillate or collapse before solving, and long runs stay solved. 0 keeps it "
                          "constant.", lower_bound=0, **fv)
-    flags.DEFINE_enum("optimizer", d["optimizer"], ["adam", "rmsprop"], "The shared optimizer (rmsprop with rho "
-                      "0.99, as the A3C paper's shared RMSProp).", **fv)
+    flags.DEFINE_enum("optimizer", d["optimizer"], ["adam", "rmsprop"], "The shared optimizer (rmsprop: the A3C "
+                      "paper's shared RMSProp, Keras's rho 0.9).", **fv)
     flags.DEFINE_float("epsilon", d["epsilon"], "The optimizer's epsilon; above Keras's 1e-7 it damps the steps once "
                        "gradients get small.", lower_bound=0.0, **fv)
     # The network.

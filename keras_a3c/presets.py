@@ -30,7 +30,7 @@ class Preset:
     Attributes:
       env: the gymnasium id the settings were chosen on.
       config: the update's settings (`A3CConfig`).
-      optimizer: "adam", or "rmsprop" (with rho 0.99, the A3C paper's shared RMSProp).
+      optimizer: "adam", or "rmsprop" (Keras's rho 0.9; the A3C paper's shared RMSProp).
       learning_rate: the optimizer's initial learning rate.
       learning_rate_decay_updates: if > 0, the learning rate decays linearly to a tenth of
         `learning_rate` over this many updates, then holds (keyed on `optimizer.iterations`,
@@ -88,7 +88,7 @@ class Preset:
                 self.learning_rate, self.learning_rate_decay_updates, self.learning_rate / 10
             )
         if self.optimizer == "rmsprop":
-            return keras.optimizers.RMSprop(learning_rate, rho=0.99, epsilon=self.epsilon)
+            return keras.optimizers.RMSprop(learning_rate, epsilon=self.epsilon)
         return keras.optimizers.Adam(learning_rate, epsilon=self.epsilon)
 
     def make_network(self, observation_space: gym.Space, action_space: gym.Space) -> keras.Model:
