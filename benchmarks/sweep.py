@@ -33,35 +33,22 @@ SUITE = {
     "Pendulum-v1": (3_000_000, -200.0),
 }
 
-# Candidates: the optimizer, the A3CConfig fields, the network options and the fit shape.
+# Candidates: the optimizer (name, learning rate, epsilon, decay updates), the A3CConfig fields, the
+# network options and the fit shape.
+_NORMALISED = {
+    "optimizer": ("adam", 7e-4, 1e-5, 0),
+    "config": {"normalize_rewards": True, "gae_lambda": 0.95, "max_grad_norm": 0.5},
+    "network": {"normalize_observations": True},
+    "workers": 8, "envs": 8,
+}
 CANDIDATES: dict[str, dict] = {
     # What compile() and actor_critic_mlp() give without arguments, before normalisation existed.
     "library": {"optimizer": ("rmsprop", 1e-3, None, 0), "config": {}, "network": {}, "workers": 8, "envs": 8},
-    "normalised": {
-        "optimizer": ("adam", 7e-4, 1e-5, 0),
-        "config": {"normalize_rewards": True, "gae_lambda": 0.95, "max_grad_norm": 0.5},
-        "network": {"normalize_observations": True},
-        "workers": 8, "envs": 8,
-    },
-    "normalised_lr3e-4": {
-        "optimizer": ("adam", 3e-4, 1e-5, 0),
-        "config": {"normalize_rewards": True, "gae_lambda": 0.95, "max_grad_norm": 0.5},
-        "network": {"normalize_observations": True},
-        "workers": 8, "envs": 8,
-    },
-    "normalised_advnorm": {
-        "optimizer": ("adam", 7e-4, 1e-5, 0),
-        "config": {"normalize_rewards": True, "gae_lambda": 0.95, "max_grad_norm": 0.5, "normalize_advantages": True},
-        "network": {"normalize_observations": True},
-        "workers": 8, "envs": 8,
-    },
+    "normalised": _NORMALISED,
+    "normalised_lr3e-4": {**_NORMALISED, "optimizer": ("adam", 3e-4, 1e-5, 0)},
+    "normalised_advnorm": {**_NORMALISED, "config": {**_NORMALISED["config"], "normalize_advantages": True}},
     # The library's defaults (keras_a3c.presets.DEFAULTS): what A3C(actor_critic_mlp(...)).compile() trains with.
-    "normalised_rmsprop": {
-        "optimizer": ("rmsprop", 7e-4, 1e-5, 0),
-        "config": {"normalize_rewards": True, "gae_lambda": 0.95, "max_grad_norm": 0.5},
-        "network": {"normalize_observations": True},
-        "workers": 8, "envs": 8,
-    },
+    "normalised_rmsprop": {**_NORMALISED, "optimizer": ("rmsprop", 7e-4, 1e-5, 0)},
 }
 
 FLAGS = flags.FLAGS
