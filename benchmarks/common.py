@@ -14,6 +14,14 @@ import tempfile
 
 import numpy as np
 
+# The suite of the defaults: env id -> (env-step budget, bar for the mean return of the greedy policy).
+SUITE = {
+    "CartPole-v1": (1_000_000, 475.0),
+    "Acrobot-v1": (500_000, -100.0),
+    "LunarLander-v3": (3_000_000, 200.0),
+    "Pendulum-v1": (3_000_000, -200.0),
+}
+
 ENV_ID = "CartPole-v1"
 SOLVED_AT = 475.0  # mean return of the last WINDOW finished training episodes
 WINDOW = 100

@@ -69,10 +69,6 @@ class Learner:
         horizon, batch = segment["rewards"].shape
         n = horizon * batch
         variables = self.network.trainable_variables
-        # The observation statistics first take in this segment's (valid) observations.
-        for layer in self.normalizers:
-            layer.update_statistics(tf.reshape(observations[:horizon], [n, *observations.shape[2:]]),
-                                    tf.reshape(segment["valid"], [n]))
         with tf.GradientTape() as tape:
             params, values = self.network(
                 tf.reshape(observations, [(horizon + 1) * batch, *observations.shape[2:]]), training=True
@@ -115,6 +111,11 @@ class Learner:
             if config.max_grad_norm is not None:
                 grads, _ = tf.clip_by_global_norm(grads, config.max_grad_norm, use_norm=grad_norm)
             self.optimizer.apply(grads, variables)
+            # The observation statistics take in this segment's (valid) observations after the
+            # forward pass, so an update that is refused leaves them as they were too.
+            for layer in self.normalizers:
+                layer.update_statistics(tf.reshape(observations[:horizon], [n, *observations.shape[2:]]),
+                                        tf.reshape(segment["valid"], [n]))
             explained_variance = losses.explained_variance(values, returns, mask)
             self.logs.update_state({**terms, "grad_norm": grad_norm, "explained_variance": explained_variance})
 

@@ -77,7 +77,8 @@ class ObservationNormalization(keras.layers.Layer):
     of the observations the agent trained on.
 
     The statistics are non-trainable weights: `A3C.fit` updates them from every segment's (valid)
-    observations inside the compiled update (`update_statistics`), before the forward pass; outside
+    observations inside the compiled update (`update_statistics`), once the update has passed its
+    finite-loss check (so the segment itself is normalised with the statistics from before it); outside
     `fit` they stay as they are. Being weights of the network, they are saved with it and exported
     with it: the SavedModel and TFLite policy take raw observations. Before any update the layer is
     the identity (mean 0, variance 1).

@@ -74,3 +74,36 @@ def test_pendulum_solve_smoke_run(tmp_path):
     assert len(run["eval_returns"]) == 2 and run["eval_mean"] == np.mean(run["eval_returns"])
     assert {"solved", "seconds_to_solve", "steps_to_solve", "seconds", "steps_per_second"} <= set(run)
     assert {"single_env", "vector_env_16"} == set(result["env_steps_per_second"])
+
+
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", f"{name}.py"), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_sweep_smoke_run_and_report(tmp_path):
+    out = tmp_path / "sweep.jsonl"
+    run_script("sweep", "--env=CartPole-v1", "--candidates=normalised_rmsprop", "--seeds=1", "--steps=2000",
+               "--eval_episodes=2", '--overrides={"entropy_coef": 0.02}', f"--json={out}")
+    (run,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert run["env_steps"] >= 2000 and run["overrides"] == {"entropy_coef": 0.02}
+    assert run["passed"] == (run["eval_mean"] >= 475.0)
+    table = run_script("sweep", "--report", f"--json={out}").stdout
+    assert '| CartPole-v1 (bar 475) | normalised_rmsprop {"entropy_coef": 0.02} | 2,000 |' in table
+
+
+def test_breadth_smoke_run_and_report(tmp_path):
+    """keras_a3c's defaults and, where Stable-Baselines3 is installed (CI installs it), its A2C peer."""
+    out = tmp_path / "breadth.jsonl"
+    systems = ["keras_a3c"] + (["sb3_a2c"] if importlib.util.find_spec("stable_baselines3") else [])
+    proc = run_script("breadth", "--envs=CartPole-v1,Pendulum-v1", f"--systems={','.join(systems)}", "--steps=2000",
+                      "--eval_episodes=2", f"--json={out}")
+    runs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["env"], r["system"]) for r in runs] == [(env, s) for env in ("CartPole-v1", "Pendulum-v1")
+                                                       for s in systems]
+    for run in runs:
+        assert run["env_steps"] >= 2000 and run["seconds"] > 0 and np.isfinite(run["eval_mean"])
+    for system in systems:
+        assert f"| CartPole-v1 (475) | 2,000 | {system} | 0/1 |" in proc.stdout

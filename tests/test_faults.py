@@ -21,6 +21,7 @@ from envs import FaultyEnv, IdentityEnv, SpaceEnv, one_faulty
 
 import keras_a3c
 from keras_a3c.distributions import Categorical
+from keras_a3c.normalization import observation_normalizers
 from keras_a3c.segment import SegmentLayout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,7 +101,9 @@ def test_a_non_finite_observation_or_reward_names_worker_step_and_value(mode, na
 
 
 def test_a_non_finite_loss_keeps_the_weights_from_before_the_update():
+    """Trainable weights, optimizer slots and the observation statistics all stay as they were."""
     agent = make_agent()
+    assert observation_normalizers(agent.network)  # the default builder normalises observations
     agent.optimizer.build(agent.network.trainable_variables)
     agent.action_space = gym.spaces.Discrete(4)
     layout = SegmentLayout((4,), (), np.int64)
@@ -109,12 +112,13 @@ def test_a_non_finite_loss_keeps_the_weights_from_before_the_update():
     segment[:, :, layout.observation] = np.eye(4)[1]
     segment[:-1, :, layout.valid] = 1.0
     train(segment)  # one good update, so the optimizer has state to lose
-    weights = [v.numpy().copy() for v in agent.network.trainable_variables]
+    weights = [v.numpy().copy() for v in agent.network.weights]
     slots = [v.numpy().copy() for v in agent.optimizer.variables]
+    segment[:, :, layout.observation] = np.eye(4)[2]  # observations the statistics have not seen
     segment[:-1, :, layout.reward] = 3e38  # finite, but the n-step return overflows float32
     with pytest.raises(FloatingPointError, match="loss is not finite.*not applied"):
         train(segment)
-    for before, variable in zip(weights + slots, agent.network.trainable_variables + agent.optimizer.variables,
+    for before, variable in zip(weights + slots, agent.network.weights + agent.optimizer.variables,
                                 strict=True):
         np.testing.assert_array_equal(variable.numpy(), before)
     assert int(agent.optimizer.iterations) == 1
