@@ -10,9 +10,9 @@ other, then its greedy policy plays the same 20 episodes (`keras_a3c.evaluate_po
 
 - keras_a3c: the library's defaults, `A3C(actor_critic_mlp(obs_space, action_space))`, `compile()`,
   `fit(env, total_steps, seed=seed)`.
-- sb3_a2c: `stable_baselines3.A2C` with RL-Zoo's hyperparameters for the task (`hyperparams/a2c.yml`;
-  its LunarLander-v2 and Pendulum-v0 entries for the v3 / v1 tasks), `VecNormalize` where the zoo
-  normalises (its observation statistics frozen for the evaluation), torch on the CPU. Needs
+- sb3_a2c: `stable_baselines3.A2C` with RL-Zoo's hyperparameters for the task (`common.sb3_a2c_zoo`),
+  `VecNormalize` where the zoo normalises (its observation statistics frozen for the evaluation),
+  torch on the CPU. Needs
   `pip install torch==2.13.0 stable-baselines3` (a CPU build; see the README).
 """
 
@@ -29,31 +29,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import SUITE, fmt, in_subprocess, stats  # noqa: E402
+from common import SUITE, fmt, in_subprocess, sb3_a2c_zoo, stats  # noqa: E402
 
 SYSTEMS = ("keras_a3c", "sb3_a2c")
 EVAL_SEED = 10_000
-
-
-def _linear(initial: float):
-    return lambda progress_remaining: progress_remaining * initial  # the zoo's lin_<initial>
-
-
-def sb3_a2c_settings(env_id: str) -> tuple[int, bool, dict]:
-    """RL-Zoo's A2C settings for `env_id`: (n_envs, normalize with VecNormalize, A2C keyword arguments)."""
-    if env_id == "CartPole-v1":
-        return 8, False, {"ent_coef": 0.0}
-    if env_id == "Acrobot-v1":
-        return 16, True, {"ent_coef": 0.0}
-    if env_id == "LunarLander-v3":
-        return 8, False, {"gamma": 0.995, "n_steps": 5, "learning_rate": _linear(0.00083), "ent_coef": 0.00001}
-    if env_id == "Pendulum-v1":
-        return 8, True, {
-            "ent_coef": 0.0, "max_grad_norm": 0.5, "n_steps": 8, "gae_lambda": 0.9, "vf_coef": 0.4, "gamma": 0.99,
-            "use_rms_prop": True, "normalize_advantage": False, "learning_rate": _linear(7e-4), "use_sde": True,
-            "policy_kwargs": {"log_std_init": -2, "ortho_init": False},
-        }
-    raise ValueError(f"no RL-Zoo settings for {env_id}")
 
 
 FLAGS = flags.FLAGS
@@ -96,7 +75,7 @@ def run_sb3(spec: dict) -> tuple[dict, object]:
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.vec_env import VecNormalize
 
-    n_envs, normalize, kwargs = sb3_a2c_settings(spec["env"])
+    n_envs, normalize, kwargs = sb3_a2c_zoo(spec["env"])
     start = time.perf_counter()
     env = make_vec_env(spec["env"], n_envs=n_envs, seed=spec["seed"])
     if normalize:

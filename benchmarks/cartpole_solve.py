@@ -29,7 +29,18 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import ENV_ID, SOLVED_AT, WINDOW, default_agent, fmt, in_subprocess, preset, run_result, stats  # noqa: E402
+from common import (  # noqa: E402
+    ENV_ID,
+    SOLVED_AT,
+    WINDOW,
+    default_agent,
+    fmt,
+    in_subprocess,
+    preset,
+    run_result,
+    stats,
+    zoo_linear,
+)
 
 PEERS = ("sb3_a2c", "sb3_ppo")
 
@@ -90,14 +101,10 @@ def run_keras_a3c(seed: int, max_seconds: float, max_steps: int, workers: int | 
 
 
 # RL-Zoo (rl-baselines3-zoo, hyperparams/a2c.yml and ppo.yml) settings for CartPole-v1.
-def _linear(initial: float):
-    return lambda progress_remaining: progress_remaining * initial
-
-
 SB3_CONFIGS = {
     "sb3_a2c": ("A2C", 8, {"ent_coef": 0.0}),
     "sb3_ppo": ("PPO", 8, {"n_steps": 32, "batch_size": 256, "gae_lambda": 0.8, "gamma": 0.98, "n_epochs": 20,
-                           "ent_coef": 0.0, "learning_rate": _linear(0.001), "clip_range": _linear(0.2)}),
+                           "ent_coef": 0.0, "learning_rate": zoo_linear(0.001), "clip_range": zoo_linear(0.2)}),
 }
 
 

@@ -113,3 +113,28 @@ def fmt(stat: dict | float | None, spec: str) -> str:
     if not isinstance(stat, dict):
         return f"{stat:{spec}}"
     return f"{stat['median']:{spec}} [{stat['min']:{spec}}, {stat['max']:{spec}}]"
+
+
+def zoo_linear(initial: float):
+    """RL-Zoo's `lin_<initial>`: a learning rate (or clip range) falling linearly to 0 over SB3's `learn`."""
+    return lambda progress_remaining: progress_remaining * initial
+
+
+def sb3_a2c_zoo(env_id: str) -> tuple[int, bool, dict]:
+    """RL-Zoo's A2C settings (rl-baselines3-zoo, hyperparams/a2c.yml) for a task of the suite:
+    (n_envs, `normalize` = VecNormalize of observations and rewards with the algorithm's gamma,
+    A2C keyword arguments). LunarLander-v3 takes the zoo's LunarLander-v2 entry; Pendulum-v1 its
+    current entry (the older Pendulum-v0 one was the same but gamma 0.99)."""
+    if env_id == "CartPole-v1":
+        return 8, False, {"ent_coef": 0.0}
+    if env_id == "Acrobot-v1":
+        return 16, True, {"ent_coef": 0.0}
+    if env_id == "LunarLander-v3":
+        return 8, False, {"gamma": 0.995, "n_steps": 5, "learning_rate": zoo_linear(0.00083), "ent_coef": 0.00001}
+    if env_id == "Pendulum-v1":
+        return 8, True, {
+            "ent_coef": 0.0, "max_grad_norm": 0.5, "n_steps": 8, "gae_lambda": 0.9, "vf_coef": 0.4, "gamma": 0.9,
+            "use_rms_prop": True, "normalize_advantage": False, "learning_rate": zoo_linear(7e-4), "use_sde": True,
+            "policy_kwargs": {"log_std_init": -2, "ortho_init": False},
+        }
+    raise ValueError(f"no RL-Zoo A2C settings for {env_id}")

@@ -41,7 +41,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import WINDOW, fmt, in_subprocess, preset, run_result, stats  # noqa: E402
+from common import WINDOW, fmt, in_subprocess, preset, run_result, sb3_a2c_zoo, stats  # noqa: E402
 
 ENV_ID = "Pendulum-v1"
 EVAL_SEED = 10_000  # evaluation episode i resets with seed EVAL_SEED + i (as examples/play.py)
@@ -143,25 +143,6 @@ def run_keras_a3c(spec: dict) -> dict:
     )
 
 
-# RL-Zoo (rl-baselines3-zoo, hyperparams/a2c.yml) settings for Pendulum-v1. `normalize: True` is
-# VecNormalize of observations and rewards, with the zoo passing the algorithm's gamma to it.
-# (The stored zoo snapshot checked had only the older Pendulum-v0 entry, the same but gamma 0.99.)
-SB3_A2C_GAMMA = 0.9
-SB3_A2C_N_ENVS = 8
-
-
-def _linear(initial: float):
-    return lambda progress_remaining: progress_remaining * initial  # the zoo's lin_<initial>
-
-
-def sb3_a2c_kwargs() -> dict:
-    return {
-        "ent_coef": 0.0, "max_grad_norm": 0.5, "n_steps": 8, "gae_lambda": 0.9, "vf_coef": 0.4,
-        "gamma": SB3_A2C_GAMMA, "use_rms_prop": True, "normalize_advantage": False, "learning_rate": _linear(7e-4),
-        "use_sde": True, "policy_kwargs": {"log_std_init": -2, "ortho_init": False},
-    }
-
-
 def run_sb3(spec: dict) -> dict:
     try:
         import stable_baselines3
@@ -197,8 +178,9 @@ def run_sb3(spec: dict) -> dict:
             return not self.solved and now < max_seconds
 
     start = time.perf_counter()
-    env = VecNormalize(make_vec_env(ENV_ID, n_envs=SB3_A2C_N_ENVS, seed=seed), gamma=SB3_A2C_GAMMA)
-    model = stable_baselines3.A2C("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **sb3_a2c_kwargs())
+    n_envs, _, kwargs = sb3_a2c_zoo(ENV_ID)  # the zoo normalises Pendulum
+    env = VecNormalize(make_vec_env(ENV_ID, n_envs=n_envs, seed=seed), gamma=kwargs["gamma"])
+    model = stable_baselines3.A2C("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
     model.learn(total_timesteps=max_steps, callback=EpisodeLog())
     seconds = time.perf_counter() - start
 

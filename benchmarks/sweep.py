@@ -30,18 +30,27 @@ from common import SUITE, fmt, in_subprocess, stats  # noqa: E402
 # network options and the fit shape.
 _NORMALISED = {
     "optimizer": ("adam", 7e-4, 1e-5, 0),
-    "config": {"normalize_rewards": True, "gae_lambda": 0.95, "max_grad_norm": 0.5},
+    "config": {"normalize_rewards": True, "gae_lambda": 0.95, "max_grad_norm": 0.5, "gamma": 0.99,
+               "entropy_coef": 0.01, "n_steps": 5},
     "network": {"normalize_observations": True},
     "workers": 8, "envs": 8,
 }
 CANDIDATES: dict[str, dict] = {
+    # The library's defaults, literally: A3C(actor_critic_mlp(obs_space, action_space)), compile(), fit(env, steps).
+    "defaults": {"optimizer": None, "config": {}, "network": {}, "workers": 8, "envs": 8},
     # What compile() and actor_critic_mlp() give without arguments, before normalisation existed.
-    "library": {"optimizer": ("rmsprop", 1e-3, None, 0), "config": {}, "network": {}, "workers": 8, "envs": 8},
+    "library": {"optimizer": ("rmsprop", 1e-3, None, 0), "network": {}, "workers": 8, "envs": 8,
+                "config": {"n_steps": 5, "gamma": 0.99, "entropy_coef": 0.01, "max_grad_norm": None,
+                           "gae_lambda": 1.0, "normalize_rewards": False}},
     "normalised": _NORMALISED,
     "normalised_lr3e-4": {**_NORMALISED, "optimizer": ("adam", 3e-4, 1e-5, 0)},
     "normalised_advnorm": {**_NORMALISED, "config": {**_NORMALISED["config"], "normalize_advantages": True}},
-    # The library's defaults (keras_a3c.presets.DEFAULTS): what A3C(actor_critic_mlp(...)).compile() trains with.
+    # The library's defaults spelled out as they were before the LunarLander sweep (n_steps 5, gamma 0.99,
+    # entropy 0.01); "defaults" runs what they are now.
     "normalised_rmsprop": {**_NORMALISED, "optimizer": ("rmsprop", 7e-4, 1e-5, 0)},
+    # The defaults of the LunarLander sweep's third step (n_steps 5, gamma 0.995, entropy 0.001), RMSprop 1e-3.
+    "defaults_lr1e-3": {"optimizer": ("rmsprop", 1e-3, 1e-5, 0), "config": {"n_steps": 5, "gamma": 0.995},
+                        "network": {}, "workers": 8, "envs": 8},
     # The defaults with the learning rate annealed to 0 over LunarLander's 3M env steps (40 per update).
     "annealed_ll": {**_NORMALISED, "optimizer": ("rmsprop", 7e-4, 1e-5, 75_000)},
 }
@@ -73,12 +82,14 @@ def one_run(spec: dict) -> dict:
     env = gym.make(spec["env"])
     network = keras_a3c.actor_critic_mlp(env.observation_space, env.action_space, **candidate["network"])
     agent = keras_a3c.A3C(network)
-    name, learning_rate, epsilon, decay_updates = candidate["optimizer"]
-    if decay_updates:
-        learning_rate = keras.optimizers.schedules.PolynomialDecay(learning_rate, decay_updates, 0.0)
-    optimizer = keras.optimizers.get({"class_name": name, "config": {"learning_rate": learning_rate}})
-    if epsilon is not None:
-        optimizer.epsilon = epsilon
+    optimizer = None  # compile()'s default
+    if candidate["optimizer"] is not None:
+        name, learning_rate, epsilon, decay_updates = candidate["optimizer"]
+        if decay_updates:
+            learning_rate = keras.optimizers.schedules.PolynomialDecay(learning_rate, decay_updates, 0.0)
+        optimizer = keras.optimizers.get({"class_name": name, "config": {"learning_rate": learning_rate}})
+        if epsilon is not None:
+            optimizer.epsilon = epsilon
     agent.compile(optimizer, **{**candidate["config"], **spec["overrides"]})
     start = time.perf_counter()
     history = agent.fit(spec["env"], total_steps=spec["steps"], workers=candidate["workers"],

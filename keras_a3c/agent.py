@@ -26,7 +26,7 @@ from keras_a3c.learner import UPDATE_LOGS, Learner
 from keras_a3c.metrics import RunningMeans
 from keras_a3c.networks import check_network
 from keras_a3c.normalization import RewardNormalizer
-from keras_a3c.trainer import Trainer
+from keras_a3c.trainer import Trainer, ctrl_c_as_flag
 from keras_a3c.training_state import TrainingState
 
 
@@ -161,16 +161,17 @@ class A3C(keras.Model):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if seed is not None and not isinstance(seed, (int, np.integer)):
             raise ValueError(f"seed must be an integer or None, got {seed!r}")
-        spaces = env_spaces(env)
-        check_network(self.network, *spaces)
-        self._use_action_space(spaces[1])
-        if seed is None:
-            seed = int(self.rng.integers(2**31))
-        else:
-            self.rng = np.random.default_rng(seed)
-        trainer = Trainer(self, env, spaces, total_steps, workers, envs_per_worker, callbacks or [], verbose,
-                          seed, steps_per_epoch, start_time)
-        return trainer.run()
+        with ctrl_c_as_flag() as ctrl_c:  # from here on Ctrl-C stops the run once its workers are joined
+            spaces = env_spaces(env)
+            check_network(self.network, *spaces)
+            self._use_action_space(spaces[1])
+            if seed is None:
+                seed = int(self.rng.integers(2**31))
+            else:
+                self.rng = np.random.default_rng(seed)
+            trainer = Trainer(self, env, spaces, total_steps, workers, envs_per_worker, callbacks or [], verbose,
+                              seed, steps_per_epoch, start_time, ctrl_c)
+            return trainer.run()
 
     @property
     def env_steps(self) -> int:

@@ -42,9 +42,9 @@ class A3CConfig:
         reward_clip] (> 0); None does not clip.
     """
 
-    n_steps: int = 5
+    n_steps: int = 16
     gamma: float = 0.99
-    entropy_coef: float = 0.01
+    entropy_coef: float = 0.001
     value_coef: float = 0.5
     max_grad_norm: float | None = 0.5
     reward_scale: float = 1.0

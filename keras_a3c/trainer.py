@@ -34,15 +34,49 @@ if TYPE_CHECKING:
 TICK_SECONDS = 0.1
 
 
+class CtrlC:
+    """Whether Ctrl-C was pressed while `ctrl_c_as_flag` was in force."""
+
+    pressed = False
+
+
+@contextlib.contextmanager
+def ctrl_c_as_flag() -> Iterator[CtrlC]:
+    """While the block runs, Ctrl-C sets `CtrlC.pressed` instead of raising KeyboardInterrupt
+    wherever the main thread happens to be: inside a `with lock:` or a save it would leave the lock
+    held and a worker blocked on it forever, and inside TensorFlow's C++ it can be lost. Only
+    Python's own handler is replaced, and only on the main thread (signal handlers can be set
+    nowhere else); otherwise Ctrl-C raises as usual and the flag stays down."""
+    flag = CtrlC()
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield flag
+        return
+
+    def pressed(signum, frame) -> None:
+        # Only a flag: the handler may run while this thread holds any lock (even the one inside
+        # `stop.wait`, which `stop.set` would take again). A second Ctrl-C gives Python's handler
+        # back, so a third one interrupts at once, should stopping ever hang.
+        if flag.pressed:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        flag.pressed = True
+
+    signal.signal(signal.SIGINT, pressed)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 class Trainer:
     """One `fit` of an agent: `workers` threads, each stepping `envs_per_worker` copies of `env`,
     until `total_steps` more env steps are taken, a callback sets `stop_training`, a worker
     fails or Ctrl-C comes. Arguments as in `A3C.fit`, checked there.
 
-    `run` leaves no worker thread alive and every env closed, however it ends. Ctrl-C during
-    `run` only asks the workers to stop (a SIGINT handler sets a flag the main thread reads every
-    tick); `run` raises `KeyboardInterrupt` once every worker is joined, so no lock is left
-    held by an interrupt and no save is cut in half.
+    `run` leaves no worker thread alive and every env closed, however it ends. Ctrl-C (`ctrl_c`,
+    from `ctrl_c_as_flag`, which `A3C.fit` holds from its first line) only asks the workers to
+    stop: the main thread reads the flag every tick, and `run` raises `KeyboardInterrupt` once
+    every worker is joined, so no lock is left held by an interrupt and no save is cut in half.
     """
 
     def __init__(
@@ -58,6 +92,7 @@ class Trainer:
         seed: int,
         steps_per_epoch: int,
         start_time: float,
+        ctrl_c: CtrlC,
     ):
         self.agent = agent
         self.env = env
@@ -74,54 +109,29 @@ class Trainer:
         self.threads: list[Worker] = []
         self.epoch = 0
         self.epoch_open = False
-        self._interrupted = False
+        self.ctrl_c = ctrl_c
 
     def run(self) -> keras.callbacks.History:
         """Train; returns the agent's History (see `A3C.fit`)."""
-        with self._sigint_stops_the_workers():
-            try:
-                self._start_workers()
-                callback_list = self._callback_list()
-                callback_list.on_train_begin()
-                self._loop(callback_list)
-            finally:
-                self._stop_workers()
-            if self.state.error is not None:
-                raise self.state.error
-            if not self._interrupted:
-                # Workers are joined: the final counters are exact.
-                logs = self._logs()
-                self._end_epochs(callback_list, logs, final=True)
-                self.agent.history.episodes = self.state.episode_log()
-                callback_list.on_train_end(logs)  # a final save, if any, is not cut short by Ctrl-C
-        if self._interrupted:
+        try:
+            self._start_workers()
+            callback_list = self._callback_list()
+            callback_list.on_train_begin()
+            self._loop(callback_list)
+        finally:
+            self._stop_workers()
+        if self.state.error is not None:
+            raise self.state.error
+        if self.ctrl_c.pressed:
+            raise KeyboardInterrupt
+        # Workers are joined: the final counters are exact.
+        logs = self._logs()
+        self._end_epochs(callback_list, logs, final=True)
+        self.agent.history.episodes = self.state.episode_log()
+        callback_list.on_train_end(logs)  # a final save, if any, is not cut short by Ctrl-C
+        if self.ctrl_c.pressed:  # pressed during the final callbacks
             raise KeyboardInterrupt
         return self.agent.history
-
-    @contextlib.contextmanager
-    def _sigint_stops_the_workers(self) -> Iterator[None]:
-        """While the block runs, Ctrl-C sets a flag instead of raising KeyboardInterrupt wherever the
-        main thread happens to be (inside a `with lock:` or a save, it would leave the lock held
-        and a worker blocked on it forever). Only Python's own handler is replaced, and only on the
-        main thread (signal handlers can be set nowhere else)."""
-        if (threading.current_thread() is not threading.main_thread()
-                or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
-            yield
-            return
-
-        def interrupted(signum, frame) -> None:
-            # Only a flag: the handler may run while this thread holds any lock (even the one inside
-            # `stop.wait`, which `stop.set` would take again). A second Ctrl-C gives Python's handler
-            # back, so a third one interrupts at once, should stopping ever hang.
-            if self._interrupted:
-                signal.signal(signal.SIGINT, signal.default_int_handler)
-            self._interrupted = True
-
-        signal.signal(signal.SIGINT, interrupted)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _start_workers(self) -> None:
         """Build everything the workers share on this thread (optimizer slots, the traced update, the
@@ -186,7 +196,7 @@ class Trainer:
         tick = 0
         while True:
             self.state.stop.wait(TICK_SECONDS)
-            if self.state.error is not None or self._interrupted:
+            if self.state.error is not None or self.ctrl_c.pressed:
                 return
             finished = self.state.stop.is_set() or not any(t.is_alive() for t in self.threads)
             logs = self._logs()

@@ -85,13 +85,13 @@ def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_sweep_smoke_run_and_report(tmp_path):
     out = tmp_path / "sweep.jsonl"
-    run_script("sweep", "--env=CartPole-v1", "--candidates=normalised_rmsprop", "--seeds=1", "--steps=2000",
+    run_script("sweep", "--env=CartPole-v1", "--candidates=defaults", "--seeds=1", "--steps=2000",
                "--eval_episodes=2", '--overrides={"entropy_coef": 0.02}', f"--json={out}")
     (run,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert run["env_steps"] >= 2000 and run["overrides"] == {"entropy_coef": 0.02}
     assert run["passed"] == (run["eval_mean"] >= 475.0)
     table = run_script("sweep", "--report", f"--json={out}").stdout
-    assert '| CartPole-v1 (bar 475) | normalised_rmsprop {"entropy_coef": 0.02} | 2,000 |' in table
+    assert '| CartPole-v1 (bar 475) | defaults {"entropy_coef": 0.02} | 2,000 |' in table
 
 
 def test_breadth_smoke_run_and_report(tmp_path):

@@ -185,6 +185,27 @@ def test_ctrl_c_lands_as_a_flag_so_the_code_it_interrupts_runs_to_its_end():
     assert agent.env_steps >= steps + 500
 
 
+def test_ctrl_c_while_fit_sets_up_stops_the_run_once_it_has_started():
+    """Ctrl-C before the workers start (the env that tells fit the spaces is being made, the update is
+    being traced) is a flag too: nothing raises inside the set-up, where TensorFlow could swallow
+    it, and fit stops the workers at its first tick and raises KeyboardInterrupt."""
+    agent = make_agent()
+    made = []
+
+    def env():
+        if not made:  # the first env: the one fit makes to read the spaces
+            _thread.interrupt_main()
+            time.sleep(0.2)  # a KeyboardInterrupt would land here
+        made.append(1)
+        return IdentityEnv()
+
+    with pytest.raises(KeyboardInterrupt):
+        agent.fit(env, total_steps=10**9, workers=2, envs_per_worker=2, verbose=0)
+    assert len(made) == 1 + 2 * 2  # the spaces' env ran to its end, then each worker's envs
+    assert not worker_threads()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_sigint_on_the_example_saves_a_final_checkpoint_and_exits_non_zero(tmp_path):
     checkpoints = tmp_path / "checkpoints"
     args = ["--workers=2", "--envs_per_worker=4", "--total_steps=100000000", "--target_return=1e9",
