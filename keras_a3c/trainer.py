@@ -9,6 +9,7 @@ learner's compiled update (`keras_a3c.learner`). See docs/architecture.md.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import signal
 import threading
@@ -34,10 +35,11 @@ if TYPE_CHECKING:
 TICK_SECONDS = 0.1
 
 
+@dataclasses.dataclass
 class CtrlC:
     """Whether Ctrl-C was pressed while `ctrl_c_as_flag` was in force."""
 
-    pressed = False
+    pressed: bool = False
 
 
 @contextlib.contextmanager
