@@ -37,7 +37,7 @@ def test_config_is_frozen_and_replace_checks_its_names():
     config = A3CConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.gamma = 0.5
-    assert config.replace(gamma=0.5).gamma == 0.5 and config.gamma == 0.995
+    assert config.replace(gamma=0.5).gamma == 0.5 and config.gamma == 0.99
     with pytest.raises(TypeError, match="unknown A3C setting.*entropy"):
         config.replace(entropy=0.1)
     assert A3CConfig.from_dict(A3CConfig(n_steps=7, max_grad_norm=2.0).to_dict()) == A3CConfig(n_steps=7,
