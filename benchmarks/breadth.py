@@ -18,8 +18,6 @@ other, then its greedy policy plays the same 20 episodes (`keras_a3c.evaluate_po
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import os
 import resource
 import time
@@ -29,10 +27,20 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import SUITE, fmt, in_subprocess, sb3_a2c_zoo, stats  # noqa: E402
+from common import (  # noqa: E402
+    SUITE,
+    append_run,
+    evaluate_episodes,
+    fmt,
+    in_subprocess,
+    read_runs,
+    require_sb3,
+    run_if_child,
+    sb3_a2c_zoo,
+    stats,
+)
 
 SYSTEMS = ("keras_a3c", "sb3_a2c")
-EVAL_SEED = 10_000
 
 
 FLAGS = flags.FLAGS
@@ -97,20 +105,15 @@ def run_sb3(spec: dict) -> tuple[dict, object]:
 
 def one_run(spec: dict) -> dict:
     run, policy = (run_keras_a3c if spec["system"] == "keras_a3c" else run_sb3)(spec)
-    from keras_a3c import evaluate_policy
-
-    returns = evaluate_policy(policy, spec["env"], spec["eval_episodes"], num_envs=spec["eval_episodes"],
-                              seed=EVAL_SEED)
+    returns = evaluate_episodes(policy, spec["env"], spec["eval_episodes"])
     return {**spec, **run, "eval_mean": float(np.mean(returns)), "eval_std": float(np.std(returns)),
             "steps_per_second": run["env_steps"] / run["seconds"]}
 
 
 def report(path: str) -> str:
     """A markdown table of the runs in `path`: per task, each system's greedy evaluation and wall-clock."""
-    with open(path) as f:
-        runs = [json.loads(line) for line in f if line.strip()]
     groups: dict[tuple, list[dict]] = {}
-    for run in runs:
+    for run in read_runs(path):
         groups.setdefault((run["env"], run["steps"], run["system"]), []).append(run)
     lines = ["| task (bar) | env steps | system | seeds passed | greedy eval, 20 episodes: median [min, max] | "
              "training s: median [min, max] | env steps/s, median | peak RSS MB, median |", "|" + " --- |" * 8]
@@ -132,14 +135,10 @@ def main(argv):
     if FLAGS.report:
         print(report(FLAGS.json))
         return
-    if FLAGS.run:
-        spec = json.loads(FLAGS.run)
-        with open(spec["out"], "w") as f:
-            json.dump(one_run(spec), f)
+    if run_if_child(FLAGS.run, one_run):
         return
-    if "sb3_a2c" in FLAGS.systems and importlib.util.find_spec("stable_baselines3") is None:
-        raise app.UsageError("sb3_a2c needs Stable-Baselines3, which is not installed; on a CPU machine "
-                             "`pip install torch==2.13.0` first, then `pip install stable-baselines3`")
+    if "sb3_a2c" in FLAGS.systems:
+        require_sb3("sb3_a2c")
     for env_id in FLAGS.envs:
         steps = FLAGS.steps or SUITE[env_id][0]
         for seed in range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds):
@@ -147,8 +146,7 @@ def main(argv):
                 spec = {"env": env_id, "system": system, "seed": seed, "steps": steps,
                         "eval_episodes": FLAGS.eval_episodes}
                 run = in_subprocess(__file__, spec)
-                with open(FLAGS.json, "a") as f:
-                    f.write(json.dumps(run) + "\n")
+                append_run(FLAGS.json, run)
                 print(f"{env_id} {system} seed {seed}: eval {run['eval_mean']:.1f} +/- {run['eval_std']:.1f} after "
                       f"{run['env_steps']:,} env steps, {run['seconds']:.0f} s ({run['steps_per_second']:,.0f} "
                       f"steps/s)", flush=True)

@@ -37,6 +37,7 @@ from common import (  # noqa: E402
     fmt,
     in_subprocess,
     preset,
+    run_if_child,
     run_result,
     stats,
     zoo_linear,
@@ -210,11 +211,7 @@ def print_table(systems: dict[str, dict], rates: dict[str, float]) -> None:
 
 def main(argv):
     del argv
-    if FLAGS.run:
-        spec = json.loads(FLAGS.run)
-        result = child(spec)
-        with open(spec["out"], "w") as f:
-            json.dump(result, f)
+    if run_if_child(FLAGS.run, child):
         return
 
     caps = {"max_seconds": FLAGS.max_seconds, "max_steps": FLAGS.max_steps}

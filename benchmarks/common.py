@@ -4,6 +4,7 @@ CartPole-v1 agent (`keras_a3c.presets.CARTPOLE`, the defaults of `examples/cartp
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import os
 import resource
@@ -11,8 +12,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 
 import numpy as np
+from absl import app
 
 # The suite of the defaults: env id -> (env-step budget, bar for the mean return of the greedy policy).
 SUITE = {
@@ -96,6 +99,48 @@ def in_subprocess(script: str, spec: dict) -> dict:
             raise RuntimeError(f"benchmark run {spec} failed:\n{proc.stderr[-3000:]}")
         with open(out) as f:
             return json.load(f)
+
+
+def run_if_child(spec_json: str | None, run: Callable[[dict], dict]) -> bool:
+    """The child side of `in_subprocess`: given the JSON spec of a `--run` flag, run it and write
+    its result to `spec["out"]`; returns whether this process was such a child."""
+    if not spec_json:
+        return False
+    spec = json.loads(spec_json)
+    result = run(spec)
+    with open(spec["out"], "w") as f:
+        json.dump(result, f)
+    return True
+
+
+def read_runs(path: str) -> list[dict]:
+    """The runs a benchmark appended to `path`, one JSON object a line."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def append_run(path: str, run: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(run) + "\n")
+
+
+EVAL_SEED = 10_000  # evaluation episode i resets with seed EVAL_SEED + i (as examples/play.py)
+
+
+def evaluate_episodes(policy, env_id: str, episodes: int) -> np.ndarray:
+    """Returns of `episodes` episodes of `env_id`, episode i with env seed EVAL_SEED + i, played by
+    `policy(observations [episodes, ...]) -> actions`. keras_a3c (and so TensorFlow) is imported only here,
+    after a peer has trained."""
+    from keras_a3c.evaluation import evaluate_policy
+
+    return evaluate_policy(policy, env_id, episodes, num_envs=episodes, seed=EVAL_SEED)
+
+
+def require_sb3(what: str) -> None:
+    """A usage error naming `what` needs Stable-Baselines3, when it is not installed."""
+    if importlib.util.find_spec("stable_baselines3") is None:
+        raise app.UsageError(f"{what} needs Stable-Baselines3, which is not installed; on a CPU machine "
+                             "`pip install torch==2.13.0` first, then `pip install stable-baselines3`")
 
 
 def stats(values: list) -> dict | None:

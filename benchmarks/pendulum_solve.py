@@ -29,7 +29,6 @@ the median/min/max.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import resource
@@ -41,10 +40,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import WINDOW, fmt, in_subprocess, preset, run_result, sb3_a2c_zoo, stats  # noqa: E402
+from common import (  # noqa: E402
+    EVAL_SEED,
+    WINDOW,
+    evaluate_episodes,
+    fmt,
+    in_subprocess,
+    preset,
+    require_sb3,
+    run_if_child,
+    run_result,
+    sb3_a2c_zoo,
+    stats,
+)
 
 ENV_ID = "Pendulum-v1"
-EVAL_SEED = 10_000  # evaluation episode i resets with seed EVAL_SEED + i (as examples/play.py)
 PEERS = ("sb3_a2c",)
 
 FLAGS = flags.FLAGS
@@ -72,14 +82,6 @@ flags.DEFINE_string("run", None, "Internal: run one system in this process (JSON
 
 
 # ----------------------------------------------------------------------------- protocol
-
-
-def evaluate(act, episodes: int) -> np.ndarray:
-    """Returns of `episodes` Pendulum-v1 episodes, episode i with env seed EVAL_SEED + i, played by
-    `act(observations [episodes, 3]) -> torques [episodes, 1]`."""
-    from keras_a3c.evaluation import evaluate_policy
-
-    return evaluate_policy(act, ENV_ID, episodes, num_envs=episodes, seed=EVAL_SEED)
 
 
 def pendulum_result(times, steps, returns, total_steps: int, seconds: float, target: float,
@@ -132,8 +134,8 @@ def run_keras_a3c(spec: dict) -> dict:
         path = os.path.join(tmp, "policy")
         agent.export(path)
         policy = tf.saved_model.load(path)
-        eval_returns = evaluate(lambda obs: policy.serve(tf.constant(obs, tf.float32)).numpy(),
-                                spec["eval_episodes"])
+        eval_returns = evaluate_episodes(lambda obs: policy.serve(tf.constant(obs, tf.float32)).numpy(), ENV_ID,
+                                         spec["eval_episodes"])
     eval_seconds = time.perf_counter() - eval_start
     # Episode times count from the fit() call; shift them to the start of this run's clock.
     return pendulum_result(
@@ -187,8 +189,8 @@ def run_sb3(spec: dict) -> dict:
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the evaluation imports TF
     eval_start = time.perf_counter()
     env.training, env.norm_reward = False, False  # frozen statistics
-    eval_returns = evaluate(lambda obs: model.predict(env.normalize_obs(obs), deterministic=True)[0],
-                            spec["eval_episodes"])
+    eval_returns = evaluate_episodes(lambda obs: model.predict(env.normalize_obs(obs), deterministic=True)[0],
+                                     ENV_ID, spec["eval_episodes"])
     eval_seconds = time.perf_counter() - eval_start
     return pendulum_result(times, steps, returns, model.num_timesteps, seconds, target, eval_returns, eval_seconds,
                            torch_threads=torch.get_num_threads(), sb3_max_steps=max_steps, peak_rss_mb=peak_rss_mb)
@@ -289,15 +291,10 @@ def print_table(systems: dict[str, dict], rates: dict[str, float], target: float
 
 def main(argv):
     del argv
-    if FLAGS.run:
-        spec = json.loads(FLAGS.run)
-        result = child(spec)
-        with open(spec["out"], "w") as f:
-            json.dump(result, f)
+    if run_if_child(FLAGS.run, child):
         return
-    if FLAGS.peer and importlib.util.find_spec("stable_baselines3") is None:
-        raise app.UsageError("--peer sb3_a2c needs Stable-Baselines3, which is not installed; on a CPU machine "
-                             "`pip install torch==2.13.0` first, then `pip install stable-baselines3`")
+    if FLAGS.peer:
+        require_sb3("--peer sb3_a2c")
 
     pendulum = preset("pendulum")
     if FLAGS.target_return is None:

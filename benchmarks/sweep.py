@@ -23,7 +23,16 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import SUITE, fmt, in_subprocess, stats  # noqa: E402
+from common import (  # noqa: E402
+    SUITE,
+    append_run,
+    evaluate_episodes,
+    fmt,
+    in_subprocess,
+    read_runs,
+    run_if_child,
+    stats,
+)
 
 # Candidates: the optimizer (name, learning rate, epsilon, updates over which the learning rate decays
 # linearly to 0, as in the A3C paper; 0 keeps it constant), the A3CConfig fields, the
@@ -95,10 +104,8 @@ def one_run(spec: dict) -> dict:
     history = agent.fit(spec["env"], total_steps=spec["steps"], workers=candidate["workers"],
                         envs_per_worker=candidate["envs"], seed=spec["seed"], verbose=0)
     seconds = time.perf_counter() - start
-    returns = keras_a3c.evaluate_policy(
-        keras_a3c.acting.policy_function(agent.network, agent.action_space), spec["env"], spec["eval_episodes"],
-        num_envs=spec["eval_episodes"], seed=10_000,
-    )
+    returns = evaluate_episodes(keras_a3c.acting.policy_function(agent.network, agent.action_space), spec["env"],
+                                spec["eval_episodes"])
     last = {k: v[-1] for k, v in history.history.items()}
     return {**spec, "seconds": seconds, "env_steps": agent.env_steps, "eval_mean": float(np.mean(returns)),
             "train_mean": last["episode_return"], "entropy": last["entropy"],
@@ -107,10 +114,8 @@ def one_run(spec: dict) -> dict:
 
 def report(path: str) -> str:
     """A markdown table of the runs in `path`: per task and candidate, the passes and each seed's score."""
-    with open(path) as f:
-        runs = [json.loads(line) for line in f if line.strip()]
     groups: dict[tuple, list[dict]] = {}
-    for run in runs:
+    for run in read_runs(path):
         groups.setdefault((run["env"], run["candidate"], json.dumps(run["overrides"]), run["steps"]), []).append(run)
     lines = ["| task | candidate | env steps | passed | greedy eval, 20 episodes: median [min, max] | per seed "
              "(seed: eval) | training s, median | env steps/s, median |", "|" + " --- |" * 8]
@@ -131,10 +136,7 @@ def main(argv):
     if FLAGS.report:
         print(report(FLAGS.json))
         return
-    if FLAGS.run:
-        spec = json.loads(FLAGS.run)
-        with open(spec["out"], "w") as f:
-            json.dump(one_run(spec), f)
+    if run_if_child(FLAGS.run, one_run):
         return
     budget, bar = SUITE[FLAGS.env]
     steps = FLAGS.steps or budget
@@ -148,8 +150,7 @@ def main(argv):
             run = in_subprocess(__file__, spec)
             run["passed"] = run["eval_mean"] >= bar
             runs.append(run)
-            with open(FLAGS.json, "a") as f:
-                f.write(json.dumps(run) + "\n")
+            append_run(FLAGS.json, run)
             print(f"  {name} seed {seed}: eval {run['eval_mean']:.1f} ({'pass' if run['passed'] else 'FAIL'}), "
                   f"train mean {run['train_mean']:.1f}, entropy {run['entropy']:.3f}, {run['seconds']:.0f} s, "
                   f"{run['steps_per_second']:,.0f} steps/s", flush=True)
