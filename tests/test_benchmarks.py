@@ -29,14 +29,17 @@ def test_solved_when_the_mean_of_the_last_100_returns_first_reaches_475():
     assert bench.solve_point(times[:50], steps[:50], np.full(50, 500.0)) is None  # fewer than 100 episodes
 
 
+def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", f"{name}.py"), *args],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
 def test_cartpole_solve_smoke_run(tmp_path):
     out = tmp_path / "result.json"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "cartpole_solve.py"), "--seeds=1", "--max_steps=3000",
-         "--max_seconds=30", "--env_rate_seconds=0.05", "--workers=2", f"--json={out}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_script("cartpole_solve", "--seeds=1", "--max_steps=3000", "--max_seconds=30", "--env_rate_seconds=0.05",
+                      "--workers=2", f"--json={out}")
     assert "| keras_a3c 2 workers | 0/1 |" in proc.stdout
     result = json.loads(out.read_text())
     run = result["systems"]["keras_a3c 2 workers"]["runs"][0]
@@ -47,12 +50,7 @@ def test_cartpole_solve_smoke_run(tmp_path):
 
 def test_soak_smoke_run(tmp_path):
     out = tmp_path / "soak.json"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "soak.py"), "--minutes=0.05", "--sample_seconds=1",
-         "--workers=2", f"--json={out}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    run_script("soak", "--minutes=0.05", "--sample_seconds=1", "--workers=2", f"--json={out}")
     result = json.loads(out.read_text())
     assert len(result["samples"]) >= 2
     assert {"time", "env_steps", "rss_mb", "train_traces"} <= set(result["samples"][0])
@@ -60,12 +58,8 @@ def test_soak_smoke_run(tmp_path):
 
 def test_pendulum_solve_smoke_run(tmp_path):
     out = tmp_path / "result.json"
-    proc = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "benchmarks", "pendulum_solve.py"), "--seeds=1", "--max_steps=7000",
-         "--workers=2", "--max_seconds=30", "--eval_episodes=2", "--env_rate_seconds=0.05", f"--json={out}"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr
+    proc = run_script("pendulum_solve", "--seeds=1", "--max_steps=7000", "--workers=2", "--max_seconds=30",
+                      "--eval_episodes=2", "--env_rate_seconds=0.05", f"--json={out}")
     assert "| **keras_a3c 2 workers** | all | 0/1 |" in proc.stdout
     result = json.loads(out.read_text())
     assert result["protocol"]["target_return"] == -175 and result["protocol"]["eval_episodes"] == 2
@@ -74,13 +68,6 @@ def test_pendulum_solve_smoke_run(tmp_path):
     assert len(run["eval_returns"]) == 2 and run["eval_mean"] == np.mean(run["eval_returns"])
     assert {"solved", "seconds_to_solve", "steps_to_solve", "seconds", "steps_per_second"} <= set(run)
     assert {"single_env", "vector_env_16"} == set(result["env_steps_per_second"])
-
-
-def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", f"{name}.py"), *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return proc
 
 
 def test_sweep_smoke_run_and_report(tmp_path):
