@@ -34,13 +34,13 @@ from common import (  # noqa: E402
     stats,
 )
 
-# Candidates: the optimizer (name, learning rate, epsilon, updates over which the learning rate decays
-# linearly to 0, as in the A3C paper; 0 keeps it constant), the A3CConfig fields, the
-# network options and the fit shape.
+# Candidates (all but "defaults" pinned to the settings they ran with): the optimizer (name, learning
+# rate, epsilon, updates over which the learning rate decays linearly to 0, as in the A3C paper; 0 keeps
+# it constant), the A3CConfig fields, the network options and the fit shape.
 _NORMALISED = {
     "optimizer": ("adam", 7e-4, 1e-5, 0),
     "config": {"normalize_rewards": True, "gae_lambda": 0.95, "max_grad_norm": 0.5, "gamma": 0.99,
-               "entropy_coef": 0.01, "n_steps": 5},
+               "entropy_coef": 0.01, "n_steps": 5, "action_bound_coef": 0.0},
     "network": {"normalize_observations": True},
     "workers": 8, "envs": 8,
 }
@@ -50,7 +50,7 @@ CANDIDATES: dict[str, dict] = {
     # What compile() and actor_critic_mlp() give without arguments, before normalisation existed.
     "library": {"optimizer": ("rmsprop", 1e-3, None, 0), "network": {}, "workers": 8, "envs": 8,
                 "config": {"n_steps": 5, "gamma": 0.99, "entropy_coef": 0.01, "max_grad_norm": None,
-                           "gae_lambda": 1.0, "normalize_rewards": False}},
+                           "gae_lambda": 1.0, "normalize_rewards": False, "action_bound_coef": 0.0}},
     "normalised": _NORMALISED,
     "normalised_lr3e-4": {**_NORMALISED, "optimizer": ("adam", 3e-4, 1e-5, 0)},
     "normalised_advnorm": {**_NORMALISED, "config": {**_NORMALISED["config"], "normalize_advantages": True}},
@@ -58,7 +58,8 @@ CANDIDATES: dict[str, dict] = {
     # entropy 0.01); "defaults" runs what they are now.
     "normalised_rmsprop": {**_NORMALISED, "optimizer": ("rmsprop", 7e-4, 1e-5, 0)},
     # The defaults of the LunarLander sweep's third step (n_steps 5, gamma 0.995, entropy 0.001), RMSprop 1e-3.
-    "defaults_lr1e-3": {"optimizer": ("rmsprop", 1e-3, 1e-5, 0), "config": {"n_steps": 5, "gamma": 0.995},
+    "defaults_lr1e-3": {"optimizer": ("rmsprop", 1e-3, 1e-5, 0),
+                        "config": {"n_steps": 5, "gamma": 0.995, "action_bound_coef": 0.0},
                         "network": {}, "workers": 8, "envs": 8},
     # The defaults with the learning rate annealed to 0 over LunarLander's 3M env steps (40 per update).
     "annealed_ll": {**_NORMALISED, "optimizer": ("rmsprop", 7e-4, 1e-5, 75_000)},

@@ -56,6 +56,9 @@ def define_flags(preset: Preset, flag_values: flags.FlagValues = FLAGS) -> None:
                       "discounted return (logged returns stay raw).", **fv)
     flags.DEFINE_float("reward_clip", d["reward_clip"], "With --normalize_rewards, clip the normalised rewards to "
                        "[-reward_clip, reward_clip]; 0 does not clip.", lower_bound=0.0, **fv)
+    flags.DEFINE_float("action_bound_coef", d["action_bound_coef"], "Box actions: weight of the loss that keeps the "
+                       "Gaussian mean inside the action bounds (the env clips actions, so the mean can drift "
+                       "out); 0 turns it off.", lower_bound=0.0, **fv)
     # The optimizer.
     flags.DEFINE_float("learning_rate", d["learning_rate"], "Learning rate of the shared optimizer.",
                        lower_bound=0.0, **fv)
@@ -124,6 +127,7 @@ def settings() -> Preset:
             max_grad_norm=FLAGS.max_grad_norm or None, reward_scale=FLAGS.reward_scale, hogwild=FLAGS.hogwild,
             gae_lambda=FLAGS.gae_lambda, normalize_advantages=FLAGS.normalize_advantages,
             normalize_rewards=FLAGS.normalize_rewards, reward_clip=FLAGS.reward_clip or None,
+            action_bound_coef=FLAGS.action_bound_coef,
         ),
         learning_rate=FLAGS.learning_rate,
         learning_rate_decay_updates=FLAGS.learning_rate_decay_updates,

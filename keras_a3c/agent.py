@@ -109,7 +109,7 @@ class A3C(keras.Model):
             rewards, terminated, truncated, valid), or Keras's (segment, None, None).
         """
         segment, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        self.learner.update(segment, for_action_space(self._require_action_space()))
+        self.learner.update(segment, self._require_action_space())
         return self.update_logs.result()
 
     def fit(

@@ -40,6 +40,9 @@ class A3CConfig:
         targets stay O(1) whatever the reward scale; logged episode returns stay raw.
       reward_clip: with `normalize_rewards`, clip the normalised rewards to [-reward_clip,
         reward_clip] (> 0); None does not clip.
+      action_bound_coef: for a Gaussian policy over a bounded `Box`, weight (>= 0) of
+        `losses.action_bound_loss`, which keeps the mean inside the bounds (the env clips actions,
+        so nothing else stops the mean drifting out); 0 turns it off.
     """
 
     n_steps: int = 16
@@ -53,13 +56,14 @@ class A3CConfig:
     normalize_advantages: bool = False
     normalize_rewards: bool = True
     reward_clip: float | None = 10.0
+    action_bound_coef: float = 1.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.n_steps, int) and not isinstance(self.n_steps, bool) and self.n_steps >= 1):
             raise ValueError(f"n_steps must be an integer >= 1, got {self.n_steps!r}")
         if not (_finite_number(self.gamma) and 0.0 <= self.gamma <= 1.0):
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
-        for name in ("entropy_coef", "value_coef"):
+        for name in ("entropy_coef", "value_coef", "action_bound_coef"):
             value = getattr(self, name)
             if not (_finite_number(value) and value >= 0):
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")

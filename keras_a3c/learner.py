@@ -12,13 +12,14 @@ import math
 import threading
 from collections.abc import Callable
 
+import gymnasium as gym
 import keras
 import numpy as np
 import tensorflow as tf
 
 from keras_a3c import losses
 from keras_a3c.config import A3CConfig
-from keras_a3c.distributions import Distribution
+from keras_a3c.distributions import DiagGaussian, for_action_space
 from keras_a3c.metrics import RunningMeans
 from keras_a3c.normalization import observation_normalizers
 from keras_a3c.segment import SegmentLayout
@@ -52,19 +53,21 @@ class Learner:
         self.normalizers = observation_normalizers(network)
         self._function: tf.types.experimental.PolymorphicFunction | None = None
 
-    def update(self, segment: dict[str, tf.Tensor], distribution: Distribution) -> None:
+    def update(self, segment: dict[str, tf.Tensor], action_space: gym.Space) -> None:
         """One A3C update from one worker's segment.
 
-        The same loss serves every policy: `distribution` (`Categorical` or `DiagGaussian`)
-        supplies log pi(a_t|s_t) and H(pi(.|s_t)).
+        The same loss serves every policy: the action space's distribution (`Categorical` or
+        `DiagGaussian`) supplies log pi(a_t|s_t) and H(pi(.|s_t)); a Gaussian policy over a bounded
+        Box adds `config.action_bound_coef` times `losses.action_bound_loss`.
 
         Args:
           segment: observations [T+1, B, *obs] (row T is the bootstrap observation), actions
             [T, B] (Discrete) or [T, B, D] (Box), rewards [T, B], terminated [T, B], truncated
             [T, B] and valid [T, B] (see `keras_a3c.segment`).
-          distribution: the policy's distribution class.
+          action_space: the env's action space.
         """
         config = self.config
+        distribution = for_action_space(action_space)
         observations, actions = segment["observations"], segment["actions"]
         horizon, batch = segment["rewards"].shape
         n = horizon * batch
@@ -99,6 +102,9 @@ class Learner:
                 entropy_coef=config.entropy_coef,
                 policy_advantages=policy_advantages,
             )
+            if distribution is DiagGaussian and config.action_bound_coef > 0:
+                low, high = (tf.constant(bound, pi.mean.dtype) for bound in (action_space.low, action_space.high))
+                terms["loss"] += config.action_bound_coef * losses.action_bound_loss(pi.mean, low, high, mask)
         grads = tape.gradient(terms["loss"], variables)
         grad_norm = tf.linalg.global_norm(grads)
         # A non-finite loss or gradient raises here, before the update touches the weights, the
@@ -119,7 +125,7 @@ class Learner:
             explained_variance = losses.explained_variance(values, returns, mask)
             self.logs.update_state({**terms, "grad_norm": grad_norm, "explained_variance": explained_variance})
 
-    def compile(self, layout: SegmentLayout, batch: int, distribution: Distribution) -> TrainFunction:
+    def compile(self, layout: SegmentLayout, batch: int, action_space: gym.Space) -> TrainFunction:
         """Trace `update` once, on this thread, for packed segments [n_steps + 1, batch, F].
 
         The returned function takes one packed segment and returns the network's weights after
@@ -131,7 +137,7 @@ class Learner:
         variables = self.network.weights
 
         def packed_update(segment):
-            self.update(layout.unpack(segment), distribution)
+            self.update(layout.unpack(segment), action_space)
             return tf.concat([tf.reshape(tf.cast(v, tf.float32), [-1]) for v in variables], axis=0)
 
         self._function = tf.function(

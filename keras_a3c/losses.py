@@ -11,7 +11,8 @@ where R_t is the n-step bootstrapped return. The policy enters only through
 log pi(a_t|s_t) and H(pi(.|s_t)): `actor_critic_loss` takes them per sample, so the
 same loss trains a categorical and a Gaussian policy (`keras_a3c.distributions`).
 `reparameterised_policy_loss` is soft actor-critic's policy objective, for
-reparameterised (pathwise) gradients.
+reparameterised (pathwise) gradients; `action_bound_loss` keeps a Gaussian policy's
+mean inside the bounds of its Box.
 
 Shapes are checked at the top of every function (`keras_a3c.shapes`). All functions
 work eagerly and under `tf.function`.
@@ -221,6 +222,37 @@ def explained_variance(values: TensorLike, returns: TensorLike, mask: TensorLike
 
     var_returns = variance(returns)
     return tf.where(var_returns > 0, 1.0 - tf.math.divide_no_nan(variance(returns - values), var_returns), 0.0)
+
+
+def action_bound_loss(
+    means: TensorLike, low: TensorLike, high: TensorLike, mask: TensorLike | None = None
+) -> TensorLike:
+    """mean_t sum_d (excess_{t,d} / h_d)**2, a soft bound on a Gaussian policy's mean, where
+    excess is how far mean_{t,d} lies outside [low_d, high_d] and h_d = (high_d - low_d) / 2.
+
+    The env clips actions to the Box, so a mean beyond a bound acts like the bound itself and the
+    policy gradient has nothing that pulls it back: it drifts, and the greedy policy (the mean)
+    ends up pinned to the bound everywhere. The same remedy as the `bounds_loss` of rl_games
+    (Makoviychuk & Makoviichuk 2021): zero inside the bounds, quadratic outside. A dimension with an
+    infinite bound is not penalised.
+
+    Args:
+      means: [N, D] float, the Gaussian's means.
+      low: [D] float, the Box's lower bounds.
+      high: [D] float, the Box's upper bounds.
+      mask: optional [N] {0, 1}.
+
+    Returns:
+      scalar.
+    """
+    check_rank(means, 2, "means")
+    check_rank(low, 1, "low")
+    check_same_shape(low, high, "low and high")
+    check_same_shape(means[0], low, "a row of means and the bounds")
+    excess = tf.nn.relu(means - high) + tf.nn.relu(low - means)
+    # An infinite bound gives an infinite half-range, and excess / inf = 0.
+    half_range = tf.maximum((high - low) / 2.0, 1e-6)
+    return _masked_mean(tf.reduce_sum(tf.square(excess / half_range), axis=-1), mask)
 
 
 def actor_critic_loss(

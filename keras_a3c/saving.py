@@ -34,9 +34,12 @@ import numpy as np
 from keras_a3c.files import is_staging, write_atomically
 
 FORMAT = "keras_a3c.agent"
-FORMAT_VERSION = 2
-# Version 1 saves predate these settings; these values train as version 1 did.
-_VERSION_1_COMPILE = {"gae_lambda": 1.0, "normalize_advantages": False, "normalize_rewards": False, "reward_clip": 10.0}
+FORMAT_VERSION = 3
+# The compile settings each format version added, with the values that train as saves before it did.
+_ADDED_COMPILE = {
+    2: {"gae_lambda": 1.0, "normalize_advantages": False, "normalize_rewards": False, "reward_clip": 10.0},
+    3: {"action_bound_coef": 0.0},
+}
 CONFIG_FILE = "agent.json"
 ARRAYS_FILE = "state.npz"
 
@@ -164,13 +167,14 @@ def _read_config(path: str) -> dict:
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{path} is not a keras_a3c save: {file} has no format {FORMAT!r}")
     version = config.get("format_version")
-    if version not in (1, FORMAT_VERSION):
+    if version not in range(1, FORMAT_VERSION + 1):
         raise ValueError(
             f"the keras_a3c save at {path} has format version {version!r}; this keras_a3c reads versions 1 to "
             f"{FORMAT_VERSION}"
         )
-    if version == 1 and config.get("compile") is not None:
-        config["compile"] = {**_VERSION_1_COMPILE, **config["compile"]}
+    if config.get("compile") is not None:
+        for added in range(version + 1, FORMAT_VERSION + 1):
+            config["compile"] = {**_ADDED_COMPILE[added], **config["compile"]}
     return config
 
 

@@ -21,7 +21,6 @@ import tensorflow as tf
 
 from keras_a3c.acting import ActionSampler, LocalPolicy, numpy_forward, weights_of
 from keras_a3c.callbacks import ProgressLogger
-from keras_a3c.distributions import for_action_space
 from keras_a3c.envs import EnvSpec, make_vector_env
 from keras_a3c.segment import SegmentLayout
 from keras_a3c.workers import Worker
@@ -144,7 +143,7 @@ class Trainer:
         if not agent.optimizer.built:
             agent.optimizer.build(variables)  # slots exist before any thread can race to create them
         layout = SegmentLayout(self.observation_space.shape, sampler.shape, sampler.dtype)
-        train_function = agent.learner.compile(layout, batch, for_action_space(self.action_space))
+        train_function = agent.learner.compile(layout, batch, self.action_space)
         forward = numpy_forward(agent.network)
         tf_params = None
         if forward is None:

@@ -107,6 +107,17 @@ class ContinuousIdentityEnv(gym.Env):
         return self._observe(), reward, False, self.t >= self.episode_length, {}
 
 
+class BeyondTheBoundEnv(ContinuousIdentityEnv):
+    """A ContinuousIdentityEnv whose target lies outside the action bounds: observe s in {-1, 1}, reward
+    -(a - 1.5 s)^2 for the action a in [-1, 1] (the env clips). Acting s (the bound) is best, and any
+    mean beyond it acts the same, so the policy gradient alone lets the Gaussian mean drift out."""
+
+    def _observe(self):
+        self.sign = float(self.np_random.choice([-1.0, 1.0]))
+        self.target = np.full(self.dim, 1.5 * self.sign, np.float32)
+        return np.full(self.dim, self.sign, np.float32)
+
+
 class SpaceEnv(IdentityEnv):
     """An IdentityEnv with an arbitrary action space (to test which spaces are rejected)."""
 

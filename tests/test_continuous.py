@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from envs import ContinuousIdentityEnv, IdentityEnv, SpaceEnv
+from envs import BeyondTheBoundEnv, ContinuousIdentityEnv, IdentityEnv, SpaceEnv
 
 import keras_a3c
 from keras_a3c.acting import ActionSampler, numpy_forward, weights_of
@@ -200,3 +200,22 @@ def test_network_for_another_kind_of_action_space_is_named():
     with pytest.raises(ValueError, match=r"\(Gaussian mean and log std\) must have shape \[B, 2\]"):
         agent.fit(lambda: SpaceEnv(BOX1), total_steps=100, verbose=0)
     assert not worker_threads()
+
+
+def test_the_action_bound_loss_keeps_the_gaussian_mean_inside_the_bounds():
+    """BeyondTheBoundEnv's best action is the bound, and any mean beyond it acts the same: without the
+    action bound loss the mean drifts out (the greedy policy still scores, but the mean is no longer an
+    action); with the default weight it learns the same score with the mean at the bound."""
+    obs = np.array([[1.0], [-1.0]], np.float32)
+    means = {}
+    for coef in (0.0, keras_a3c.A3CConfig().action_bound_coef):
+        keras.utils.set_random_seed(0)
+        env = BeyondTheBoundEnv()
+        agent = keras_a3c.A3C(keras_a3c.actor_critic_mlp(env.observation_space, env.action_space, (16,)))
+        agent.compile(keras.optimizers.Adam(1e-2), action_bound_coef=coef, gamma=0.0)
+        agent.fit(BeyondTheBoundEnv, total_steps=40_000, workers=2, envs_per_worker=8, verbose=0, seed=1)
+        mean, _ = agent.evaluate(BeyondTheBoundEnv, episodes=10)
+        assert mean >= -2.6  # the best policy scores 10 * -(1 - 1.5)^2 = -2.5
+        means[coef] = np.asarray(agent.network(obs)[0])[:, 0] * [1.0, -1.0]  # the means, signed towards the bound
+    assert (means[0.0] > 2.0).all(), means
+    assert (np.abs(means[1.0] - 1.0) < 0.3).all(), means

@@ -20,7 +20,6 @@ import pytest
 from envs import FaultyEnv, IdentityEnv, SpaceEnv, one_faulty
 
 import keras_a3c
-from keras_a3c.distributions import Categorical
 from keras_a3c.normalization import observation_normalizers
 from keras_a3c.segment import SegmentLayout
 
@@ -107,7 +106,7 @@ def test_a_non_finite_loss_keeps_the_weights_from_before_the_update():
     agent.optimizer.build(agent.network.trainable_variables)
     agent.action_space = gym.spaces.Discrete(4)
     layout = SegmentLayout((4,), (), np.int64)
-    train = agent.learner.compile(layout, 3, Categorical)
+    train = agent.learner.compile(layout, 3, agent.action_space)
     segment = layout.empty(agent.config.n_steps, 3)
     segment[:, :, layout.observation] = np.eye(4)[1]
     segment[:-1, :, layout.valid] = 1.0

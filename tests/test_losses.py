@@ -465,3 +465,31 @@ def test_policy_advantages_replace_r_minus_v_in_the_policy_term_only(run):
                 entropies, values, returns)
     np.testing.assert_allclose(terms["policy_loss"], (math.log(2) - math.log(4)) / 2, rtol=1e-6)
     np.testing.assert_allclose(terms["value_loss"], 2.5, rtol=1e-6)
+
+
+def test_action_bound_loss_by_hand(run):
+    """Box [-2, 2] x [0, 1] (half-ranges 2 and 0.5): zero inside, ((excess) / half-range)^2 outside."""
+    means = tf.constant([[1.0, 0.5], [3.0, 0.5], [-4.0, 1.25], [9.0, 9.0]])
+    low, high = tf.constant([-2.0, 0.0]), tf.constant([2.0, 1.0])
+    mask = tf.constant([1.0, 1.0, 1.0, 0.0])  # the last row is masked out
+    loss = run(losses.action_bound_loss, means, low, high, mask)
+    per_row = [0.0, (1.0 / 2.0) ** 2, (2.0 / 2.0) ** 2 + (0.25 / 0.5) ** 2]
+    np.testing.assert_allclose(loss, np.mean(per_row), rtol=1e-6)
+    np.testing.assert_allclose(run(losses.action_bound_loss, means[:1], low, high), 0.0)
+
+
+def test_action_bound_loss_pulls_the_mean_back_inside_and_ignores_infinite_bounds():
+    means = tf.Variable([[3.0, 5.0]])
+    low, high = tf.constant([-2.0, -np.inf]), tf.constant([2.0, np.inf])
+    with tf.GradientTape() as tape:
+        loss = losses.action_bound_loss(means, low, high)
+    grad = tape.gradient(loss, means).numpy()
+    np.testing.assert_allclose(loss, 0.25, rtol=1e-6)
+    np.testing.assert_allclose(grad, [[2 * 1.0 / 4.0, 0.0]], rtol=1e-6)  # d/dm ((m - 2) / 2)^2 at 3; none unbounded
+
+
+def test_action_bound_loss_checks_shapes():
+    with pytest.raises(ValueError, match="bounds"):
+        losses.action_bound_loss(tf.zeros([3, 2]), tf.zeros([3]), tf.ones([3]))
+    with pytest.raises(ValueError, match="low and high"):
+        losses.action_bound_loss(tf.zeros([3, 2]), tf.zeros([2]), tf.ones([3]))

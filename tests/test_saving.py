@@ -309,14 +309,16 @@ DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 
 def test_a_save_of_format_version_1_loads_and_trains_as_it_did(tmp_path):
     """tests/data/agent_format_1 was written by keras_a3c before format version 2 (which added GAE,
-    advantage and reward normalisation): it loads, gives the outputs it gave, and keeps those off."""
+    advantage and reward normalisation) and 3 (the action bound loss): it loads, gives the outputs it
+    gave, and keeps those off."""
     agent = keras_a3c.load(os.path.join(DATA, "agent_format_1"))
     outputs = np.load(os.path.join(DATA, "agent_format_1_outputs.npz"))
     params, values = agent.network(outputs["obs"])
     np.testing.assert_allclose(params, outputs["params"], rtol=1e-6)
     np.testing.assert_allclose(values, outputs["values"], rtol=1e-6)
     assert agent.config == keras_a3c.A3CConfig(n_steps=4, gamma=0.95, entropy_coef=0.02, max_grad_norm=5.0,
-                                               gae_lambda=1.0, normalize_rewards=False, normalize_advantages=False)
+                                               gae_lambda=1.0, normalize_rewards=False, normalize_advantages=False,
+                                               action_bound_coef=0.0)
     assert agent.env_steps == 1002 and agent.reward_normalizer is None
     agent.fit("CartPole-v1", total_steps=200, workers=1, envs_per_worker=2, verbose=0)
     assert agent.env_steps >= 1202
@@ -327,5 +329,17 @@ def test_a_save_of_an_unknown_format_version_names_it(tmp_path):
     shutil.copytree(os.path.join(DATA, "agent_format_1"), path)
     config = json.loads((path / "agent.json").read_text())
     (path / "agent.json").write_text(json.dumps({**config, "format_version": 99}))
-    with pytest.raises(ValueError, match="format version 99; this keras_a3c reads versions 1 to 2"):
+    with pytest.raises(ValueError, match="format version 99; this keras_a3c reads versions 1 to 3"):
         keras_a3c.load(path)
+
+
+def test_a_save_of_format_version_2_loads_without_the_action_bound_loss(tmp_path):
+    """Format 3 added `action_bound_coef`; a version 2 save (which has no such setting) trains as it did."""
+    path = make_agent(lambda: ContinuousIdentityEnv(dim=2)).save(tmp_path / "agent")
+    config = json.loads(open(os.path.join(path, "agent.json")).read())
+    del config["compile"]["action_bound_coef"]
+    with open(os.path.join(path, "agent.json"), "w") as f:
+        json.dump({**config, "format_version": 2}, f)
+    loaded = keras_a3c.load(path)
+    assert loaded.config == keras_a3c.A3CConfig(action_bound_coef=0.0)
+    assert keras_a3c.load(make_agent().save(tmp_path / "new")).config.action_bound_coef == 1.0
