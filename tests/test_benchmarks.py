@@ -94,3 +94,12 @@ def test_breadth_smoke_run_and_report(tmp_path):
         assert run["env_steps"] >= 2000 and run["seconds"] > 0 and np.isfinite(run["eval_mean"])
     for system in systems:
         assert f"| CartPole-v1 (475) | 2,000 | {system} | 0/1 |" in proc.stdout
+
+
+def test_pendulum_drift_smoke_run(tmp_path):
+    out = tmp_path / "drift.jsonl"
+    proc = run_script("pendulum_drift", "--seeds=1", "--steps=20000", "--action_bound_coef=0", f"--json={out}")
+    assert "seed 0 action_bound_coef 0.0: eval" in proc.stdout
+    run = json.loads(out.read_text())
+    assert run["action_bound_coef"] == 0.0 and len(run["epochs"]) >= 2
+    assert {"env_steps", "episode_return", "outside_bounds", "mean_abs_mean", "log_std"} <= set(run["epochs"][0])
