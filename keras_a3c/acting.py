@@ -167,19 +167,23 @@ class ActionSampler:
 
     Workers store the sampled action (its log-probability is the one the loss uses)
     and step the env with `to_env(action)`: for a `Box` the sample clipped to the
-    bounds (as SB3 does), for `Discrete` the action itself.
+    bounds (as SB3 does), for the integer spaces the action itself.
     """
 
     def __init__(self, action_space: gym.Space):
         self.distribution = for_action_space(action_space)
+        self._low = self._high = None
+        self._env_dtype = None
         if isinstance(action_space, gym.spaces.Box):
             self.shape: tuple[int, ...] = tuple(action_space.shape)
             self.dtype = np.float32
             self._low = action_space.low.astype(np.float32)
             self._high = action_space.high.astype(np.float32)
-        else:
+        elif isinstance(action_space, gym.spaces.Discrete):
             self.shape, self.dtype = (), np.int32
-            self._low = self._high = None
+        else:  # MultiDiscrete, MultiBinary: one integer per part, in the space's own dtype for the env
+            self.shape, self.dtype = tuple(action_space.shape), np.int32
+            self._env_dtype = action_space.dtype
 
     def sample(self, params: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """[B, P] params -> [B, *shape] sampled actions."""
@@ -190,10 +194,13 @@ class ActionSampler:
         return self.distribution.np_mode(params)
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:
-        """The action the env is stepped with: clipped to the bounds of a Box."""
-        if self._low is None:
-            return actions
-        return np.clip(actions, self._low, self._high)
+        """The action the env is stepped with: clipped to the bounds of a Box; MultiDiscrete and
+        MultiBinary actions in the space's dtype."""
+        if self._low is not None:
+            return np.clip(actions, self._low, self._high)
+        if self._env_dtype is not None:
+            return actions.astype(self._env_dtype)
+        return actions
 
 
 class LocalPolicy:

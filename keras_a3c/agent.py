@@ -36,8 +36,9 @@ class A3C(keras.Model):
     Args:
       network: a `keras.Model` mapping float32 observations [B, *obs_shape] to
         (policy params, value [B, 1] or [B]); see `actor_critic_mlp`. The policy params
-        are logits [B, A] for a `Discrete(A)` action space (categorical policy) and
-        concat(mean, log_std) [B, 2D] for a `Box((D,))` one (diagonal Gaussian policy).
+        are logits [B, A] for a `Discrete(A)` action space (categorical policy),
+        concat(mean, log_std) [B, 2D] for a `Box((D,))` one (diagonal Gaussian policy), logits
+        [B, sum(nvec)] for `MultiDiscrete(nvec)` and [B, n] for `MultiBinary(n)` (factorised policies).
       action_space: how to read the policy params. Optional: `fit` and `evaluate` take it
         from the env (and reject an env whose action space differs). `predict` and
         `export` before either treat the params as logits unless it is given.
@@ -194,8 +195,9 @@ class A3C(keras.Model):
     # ---------------------------------------------------------------- acting
 
     def predict(self, observations, deterministic: bool = True, seed: int | None = None) -> np.ndarray:
-        """Env actions for a batch of observations [B, *obs_shape] -> [B] int (Discrete) or
-        [B, D] float32 (Box, clipped to the bounds); one observation -> one action.
+        """Env actions for a batch of observations [B, *obs_shape] -> [B] int (Discrete),
+        [B, D] float32 (Box, clipped to the bounds) or [B, K] int in the space's dtype (MultiDiscrete,
+        MultiBinary); one observation -> one action.
         The most likely action (argmax, or the Gaussian mean) when `deterministic`, else sampled."""
         return predict_actions(self.network, self.action_space, observations, deterministic, seed)
 

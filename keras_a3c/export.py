@@ -5,11 +5,14 @@ tensor, and a signature of the same name (what TF Serving and `saved_model_cli` 
 returns a dict holding that tensor under the output key given in [brackets]:
   serve(observations) -> [actions] the deterministic action:
       Discrete(A): int64 [batch], the greedy action argmax_a pi(a|s);
-      Box((D,)):   float32 [batch, D], the Gaussian mean clipped to the bounds.
+      Box((D,)):   float32 [batch, D], the Gaussian mean clipped to the bounds;
+      MultiDiscrete(nvec): int64 [batch, K], the greedy action of each part;
+      MultiBinary(n): int64 [batch, n], each bit 1 where its probability is above 1/2.
   sample(observations, seed) -> [actions] an action sampled from pi(.|s), same dtype and shape as
       `serve` (Box samples clipped to the bounds, as the env sees them). Stateless: the same seed
       and the same observation batch give the same actions (the seed of the stateless op is [seed, 0]).
-  action_distribution(observations) -> Discrete: [logits] float32 [batch, A];
+  action_distribution(observations) -> Discrete, MultiDiscrete, MultiBinary: [logits] float32 [batch, A],
+      [batch, sum(nvec)] (the parts side by side), [batch, n];
       Box: [mean_and_log_std] float32 [batch, 2D], concat(mean, log_std) with the log std clamped as in training.
   value(observations) -> [value] float32 V(s) [batch].
 Inputs: `observations` float32 [batch, *obs_shape] (any batch size); `seed` an int64 scalar.
@@ -98,12 +101,13 @@ def _write_saved_model(network: keras.Model, path: str, action_space: gym.Space 
 
         distribution_key = "mean_and_log_std"
     else:
+        family = Categorical if action_space is None else for_action_space(action_space)
 
         def serve(observations):
-            return Categorical(outputs(observations)[0]).mode()
+            return tf.cast(family.from_params(outputs(observations)[0]).mode(), tf.int64)
 
         def sample(observations, seed):
-            return tf.cast(Categorical(outputs(observations)[0]).sample(stateless_seed(seed)), tf.int64)
+            return tf.cast(family.from_params(outputs(observations)[0]).sample(stateless_seed(seed)), tf.int64)
 
         def action_distribution(observations):
             return outputs(observations)[0]

@@ -1,7 +1,8 @@
 """Actor-critic networks: observation [B, *obs_shape] -> (policy params, value [B, 1]).
 
-The policy params are logits [B, A] for a `Discrete(A)` action space and
-concat(mean, log_std) [B, 2D] for a `Box((D,))` one (see `keras_a3c.distributions`).
+The policy params are logits [B, A] for a `Discrete(A)` action space, concat(mean, log_std)
+[B, 2D] for a `Box((D,))` one, logits [B, sum(nvec)] for `MultiDiscrete(nvec)` and [B, n] for
+`MultiBinary(n)` (see `keras_a3c.distributions`).
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class GaussianHead(keras.layers.Layer):
 
 def actor_critic_mlp(
     observation_space: gym.spaces.Box,
-    action_space: gym.spaces.Discrete | gym.spaces.Box,
+    action_space: gym.Space,
     hidden_units: Sequence[int] = (64, 64),
     activation: str = "tanh",
     name: str = "actor_critic",
@@ -121,20 +122,21 @@ def actor_critic_mlp(
     Args:
       observation_space: a `Box`; its shape is the model's input shape.
       action_space: `Discrete(A)`: the policy head is a Dense layer of A logits;
-        `Box((D,))`: a `GaussianHead` with D means and D log stds.
+        `Box((D,))`: a `GaussianHead` with D means and D log stds; `MultiDiscrete(nvec)`: a Dense
+        layer of sum(nvec) logits (the parts side by side); `MultiBinary(n)`: a Dense layer of n logits.
       hidden_units: widths of the shared Dense trunk.
       activation: the trunk's activation.
       name: the model's name.
       std: the Gaussian head's std parameterisation, "state_independent" or "softplus"
-        (ignored for Discrete actions); see `GaussianHead`.
-      log_std_init: the Gaussian head's initial log std (ignored for Discrete actions).
+        (Box actions only); see `GaussianHead`.
+      log_std_init: the Gaussian head's initial log std (Box actions only).
       normalize_observations: start with an `ObservationNormalization` layer, whose running
         statistics `fit` updates from the workers' observations (so the exported policy takes raw
         observations).
 
     Returns:
       A functional `keras.Model` mapping float32 [B, *obs_shape] to
-      (logits [B, A] or concat(mean, log_std) [B, 2D], value [B, 1]).
+      (policy params [B, P] as above, value [B, 1]).
     """
     check_spaces(observation_space, action_space)
     inputs = keras.Input(observation_space.shape, name="observation")
@@ -155,18 +157,18 @@ def actor_critic_mlp(
         )(x)
     else:
         policy = keras.layers.Dense(
-            int(action_space.n), kernel_initializer=keras.initializers.Orthogonal(0.01), name="logits"
+            for_action_space(action_space).num_params(action_space),
+            kernel_initializer=keras.initializers.Orthogonal(0.01), name="logits",
         )(x)
     value = keras.layers.Dense(1, kernel_initializer=keras.initializers.Orthogonal(1.0), name="value")(x)
     return keras.Model(inputs, [policy, value], name=name)
 
 
-def check_network(
-    network: keras.Model, observation_space: gym.spaces.Box, action_space: gym.spaces.Discrete | gym.spaces.Box
-) -> None:
+def check_network(network: keras.Model, observation_space: gym.spaces.Box, action_space: gym.Space) -> None:
     """Raise a `ValueError` that names the problem unless `network` maps a batch of
     observations to (policy params, value [B] or [B, 1]): logits [B, A] for `Discrete(A)`,
-    concat(mean, log_std) [B, 2D] for `Box((D,))`."""
+    concat(mean, log_std) [B, 2D] for `Box((D,))`, logits [B, sum(nvec)] for `MultiDiscrete(nvec)`,
+    logits [B, n] for `MultiBinary(n)`."""
     distribution = for_action_space(action_space)
     if not isinstance(network, keras.Model):
         raise TypeError(f"the network must be a keras.Model, got {type(network).__name__}")
@@ -186,7 +188,7 @@ def check_network(
     params, value = outputs
     width = distribution.num_params(action_space)
     if tuple(params.shape) != (2, width):
-        what = "logits" if isinstance(action_space, gym.spaces.Discrete) else "Gaussian mean and log std"
+        what = "Gaussian mean and log std" if isinstance(action_space, gym.spaces.Box) else "logits"
         raise ValueError(
             f"the network's first output ({what}) must have shape [B, {width}] for the action "
             f"space {action_space}; for a batch of 2 it returned {tuple(params.shape)}"

@@ -95,6 +95,11 @@ def space_to_config(space: gym.Space) -> dict:
         return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
     if isinstance(space, gym.spaces.Box):
         return {"type": "Box", "low": space.low.tolist(), "high": space.high.tolist(), "dtype": space.dtype.name}
+    if isinstance(space, gym.spaces.MultiDiscrete):
+        return {"type": "MultiDiscrete", "nvec": space.nvec.tolist(), "start": space.start.tolist(),
+                "dtype": space.dtype.name}
+    if isinstance(space, gym.spaces.MultiBinary):
+        return {"type": "MultiBinary", "n": int(space.n) if np.ndim(space.n) == 0 else [int(n) for n in space.n]}
     raise ValueError(f"cannot save an agent for the action space {space}")
 
 
@@ -104,6 +109,10 @@ def space_from_config(config: dict) -> gym.Space:
     if config["type"] == "Box":
         dtype = np.dtype(config["dtype"])
         return gym.spaces.Box(np.array(config["low"], dtype), np.array(config["high"], dtype), dtype=dtype)
+    if config["type"] == "MultiDiscrete":
+        return gym.spaces.MultiDiscrete(config["nvec"], dtype=np.dtype(config["dtype"]), start=config["start"])
+    if config["type"] == "MultiBinary":
+        return gym.spaces.MultiBinary(config["n"])
     raise ValueError(f"unknown action space type {config['type']!r}")
 
 

@@ -118,6 +118,40 @@ class BeyondTheBoundEnv(ContinuousIdentityEnv):
         return np.full(self.dim, self.sign, np.float32)
 
 
+class MultiDiscreteIdentityEnv(IdentityEnv):
+    """Observe one one-hot target per part, side by side; reward 1 per part chosen right, so the best
+    policy earns K per step, 10 K an episode, and a uniform one 10 sum_k 1 / nvec_k."""
+
+    def __init__(self, nvec: tuple[int, ...] = (3, 2, 4), episode_length: int = 10):
+        super().__init__(sum(nvec), episode_length)
+        self.nvec = tuple(nvec)
+        self.action_space = gym.spaces.MultiDiscrete(nvec)
+
+    def _observe(self):
+        self.target = np.array([self.np_random.integers(n) for n in self.nvec])
+        return np.concatenate([np.eye(n, dtype=np.float32)[t] for n, t in zip(self.nvec, self.target, strict=True)])
+
+    def step(self, action):
+        assert self.action_space.contains(action), f"action {action!r} is not in {self.action_space}"
+        reward = float(np.sum(action == self.target))
+        self.t += 1
+        return self._observe(), reward, False, self.t >= self.episode_length, {}
+
+
+class MultiBinaryIdentityEnv(MultiDiscreteIdentityEnv):
+    """Observe n bits (as +-1); reward 1 per bit copied into the action: the best policy earns n per
+    step, 10 n an episode, and a uniform one 5 n."""
+
+    def __init__(self, n: int = 5, episode_length: int = 10):
+        super().__init__((2,) * n, episode_length)
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (n,), np.float32)
+        self.action_space = gym.spaces.MultiBinary(n)
+
+    def _observe(self):
+        self.target = self.np_random.integers(0, 2, len(self.nvec))
+        return (2.0 * self.target - 1.0).astype(np.float32)
+
+
 class SpaceEnv(IdentityEnv):
     """An IdentityEnv with an arbitrary action space (to test which spaces are rejected)."""
 

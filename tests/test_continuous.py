@@ -8,7 +8,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from envs import BeyondTheBoundEnv, ContinuousIdentityEnv, IdentityEnv, SpaceEnv
+from envs import (
+    BeyondTheBoundEnv,
+    ContinuousIdentityEnv,
+    IdentityEnv,
+    MultiBinaryIdentityEnv,
+    MultiDiscreteIdentityEnv,
+    SpaceEnv,
+)
+from test_export import tflite_interpreter
 
 import keras_a3c
 from keras_a3c.acting import ActionSampler, numpy_forward, weights_of
@@ -90,6 +98,8 @@ ACTION_SPACE_KINDS = {
     "discrete": IdentityEnv,
     "box1": lambda: ContinuousIdentityEnv(dim=1),
     "box3": lambda: ContinuousIdentityEnv(dim=3),
+    "multidiscrete": MultiDiscreteIdentityEnv,
+    "multibinary": MultiBinaryIdentityEnv,
 }
 
 
@@ -118,6 +128,16 @@ def test_every_action_space_kind_fits_exports_and_reloads(kind, tmp_path):
     if kind == "discrete":
         assert served.shape == (32,) and served.dtype == np.int64
         np.testing.assert_array_equal(served, agent.predict(obs))
+    elif kind.startswith("multi"):
+        width = env.action_space.shape[0]
+        assert served.shape == (32, width) and served.dtype == np.int64
+        assert all(env.action_space.contains(a) for a in served)
+        np.testing.assert_array_equal(served, agent.predict(obs))
+        assert agent.predict(obs[0]).shape == (width,)
+        sampled = policy.sample(tf.constant(obs), tf.constant(3, tf.int64)).numpy()
+        assert sampled.shape == (32, width) and all(env.action_space.contains(a) for a in sampled)
+        np.testing.assert_array_equal(sampled, policy.sample(tf.constant(obs), tf.constant(3, tf.int64)))
+        assert all(env.action_space.contains(a) for a in agent.predict(obs, deterministic=False, seed=0))
     else:
         dim = env.action_space.shape[0]
         assert served.shape == (32, dim) and served.dtype == np.float32
@@ -130,6 +150,17 @@ def test_every_action_space_kind_fits_exports_and_reloads(kind, tmp_path):
         assert not np.allclose(sampled, served)
     mean, std = agent.evaluate(env_fn, episodes=4)
     assert np.isfinite(mean) and std >= 0.0
+    loaded = keras_a3c.load(agent.save(tmp_path / "agent"))
+    assert loaded.action_space == env.action_space
+    np.testing.assert_array_equal(loaded.predict(obs), agent.predict(obs))
+
+    agent.export(str(tmp_path / "policy.tflite"), format="tflite")
+    interpreter = tflite_interpreter(str(tmp_path / "policy.tflite"))
+    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], obs.shape)
+    interpreter.allocate_tensors()
+    lite = interpreter.get_signature_runner("serve")(observations=obs)["actions"]
+    assert lite.dtype == served.dtype and lite.shape == served.shape
+    np.testing.assert_allclose(lite, served, atol=1e-5)
 
 
 def test_continuous_identity_env_learns_within_seconds():
@@ -162,8 +193,8 @@ def test_gaussian_policy_trains_through_tensorflow_when_the_network_is_not_a_den
 @pytest.mark.parametrize(
     "space, message",
     [
-        (gym.spaces.MultiBinary(4), "unsupported action space MultiBinary"),
-        (gym.spaces.MultiDiscrete([2, 2]), "unsupported action space MultiDiscrete"),
+        (gym.spaces.MultiBinary([2, 2]), "unsupported action space MultiBinary.*1-D"),
+        (gym.spaces.MultiDiscrete([2, 2], start=[1, 0]), "unsupported action space MultiDiscrete.*start at 0"),
         (gym.spaces.Dict({"a": gym.spaces.Discrete(4)}), "unsupported action space Dict"),
         (gym.spaces.Tuple((gym.spaces.Discrete(4),)), "unsupported action space Tuple"),
         (gym.spaces.Box(-1.0, 1.0, (2, 2), np.float32), "unsupported action space Box.*1-D"),

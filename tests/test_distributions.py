@@ -8,7 +8,15 @@ import pytest
 import tensorflow as tf
 
 from keras_a3c import distributions
-from keras_a3c.distributions import LOG_STD_MAX, LOG_STD_MIN, Categorical, DiagGaussian
+from keras_a3c.distributions import (
+    LOG_STD_MAX,
+    LOG_STD_MIN,
+    Bernoulli,
+    Categorical,
+    DiagGaussian,
+    MultiCategorical,
+    MultiCategoricalFamily,
+)
 
 
 @pytest.fixture(params=["eager", "tf_function"])
@@ -161,8 +169,9 @@ def test_distribution_for_supported_spaces(space, expected):
 @pytest.mark.parametrize(
     "space, message",
     [
-        (gym.spaces.MultiBinary(3), "unsupported action space MultiBinary"),
-        (gym.spaces.MultiDiscrete([2, 3]), "unsupported action space MultiDiscrete"),
+        (gym.spaces.MultiBinary([2, 3]), "MultiBinary action spaces must be 1-D"),
+        (gym.spaces.MultiDiscrete([[2, 3], [2, 2]]), "MultiDiscrete action spaces must be 1-D"),
+        (gym.spaces.MultiDiscrete([2, 3], start=[0, 1]), "MultiDiscrete spaces must start at 0"),
         (gym.spaces.Dict({"a": gym.spaces.Discrete(2)}), "unsupported action space Dict"),
         (gym.spaces.Tuple((gym.spaces.Discrete(2),)), "unsupported action space Tuple"),
         (gym.spaces.Box(-1.0, 1.0, (2, 2), np.float32), "must be 1-D"),
@@ -173,3 +182,73 @@ def test_distribution_for_supported_spaces(space, expected):
 def test_unsupported_spaces_are_named(space, message):
     with pytest.raises(ValueError, match=message):
         distributions.for_action_space(space)
+
+
+def test_multidiscrete_and_multibinary_families():
+    family = distributions.for_action_space(gym.spaces.MultiDiscrete([3, 2, 4]))
+    assert family == MultiCategoricalFamily((3, 2, 4)) and family.num_params(None) == 9
+    assert distributions.for_action_space(gym.spaces.MultiBinary(5)) is Bernoulli
+    assert Bernoulli.num_params(gym.spaces.MultiBinary(5)) == 5
+
+
+# Two parts: softmax(0, ln 3) = (1/4, 3/4) and softmax(0, 0, 0) = (1/3, 1/3, 1/3).
+MULTI_LOGITS = tf.constant([[0.0, math.log(3.0), 0.0, 0.0, 0.0], [math.log(3.0), 0.0, 5.0, 0.0, -5.0]])
+
+
+def test_multicategorical_log_prob_and_entropy_by_hand(run):
+    actions = tf.constant([[1, 2], [1, 0]])
+
+    def fn(logits, actions):
+        pi = MultiCategorical(logits, (2, 3))
+        return pi.log_prob(actions), pi.entropy(), pi.mode()
+
+    log_prob, entropy, mode = run(fn, MULTI_LOGITS, actions)
+    third = np.exp([5.0, 0.0, -5.0]) / np.exp([5.0, 0.0, -5.0]).sum()
+    np.testing.assert_allclose(log_prob, [math.log(0.75) + math.log(1 / 3), math.log(0.25) + math.log(third[0])],
+                               rtol=1e-5)
+    h_first = -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    np.testing.assert_allclose(entropy, [h_first + math.log(3.0), h_first - np.sum(third * np.log(third))], rtol=1e-5)
+    np.testing.assert_array_equal(mode, [[1, 0], [0, 0]])
+    assert mode.dtype == tf.int64
+
+
+def test_bernoulli_log_prob_and_entropy_by_hand(run):
+    logits = tf.constant([[0.0, math.log(3.0)], [-100.0, 100.0]])  # p = (1/2, 3/4), then ~(0, 1)
+    actions = tf.constant([[1, 0], [0, 0]])
+
+    def fn(logits, actions):
+        pi = Bernoulli(logits)
+        return pi.log_prob(actions), pi.entropy(), pi.mode()
+
+    log_prob, entropy, mode = run(fn, logits, actions)
+    np.testing.assert_allclose(log_prob, [math.log(0.5) + math.log(0.25), -100.0], rtol=1e-6)
+    h = -(0.75 * math.log(0.75) + 0.25 * math.log(0.25))
+    np.testing.assert_allclose(entropy, [math.log(2.0) + h, 0.0], rtol=1e-6, atol=1e-30)
+    assert np.isfinite(log_prob).all() and np.isfinite(entropy).all()
+    np.testing.assert_array_equal(mode, [[0, 1], [0, 1]])
+
+
+def test_factorised_sampling_statistics_numpy_and_tensorflow():
+    """Empirical frequencies of the numpy twins and of the stateless TF samplers match pi, part by part."""
+    n = 20_000
+    logits = np.tile(MULTI_LOGITS.numpy()[1:], (n, 1)).astype(np.float32)
+    probs = [np.array([0.75, 0.25]), np.exp([5.0, 0.0, -5.0]) / np.exp([5.0, 0.0, -5.0]).sum()]
+    family = MultiCategoricalFamily((2, 3))
+    for samples in (family.np_sample(logits, np.random.default_rng(0)),
+                    MultiCategorical(logits, (2, 3)).sample(tf.constant([1, 2], tf.int64)).numpy()):
+        assert samples.shape == (n, 2)
+        for k, p in enumerate(probs):
+            np.testing.assert_allclose(np.bincount(samples[:, k], minlength=len(p)) / n, p, atol=0.015)
+    np.testing.assert_array_equal(family.np_mode(logits[:2]), [[0, 0], [0, 0]])
+    bits = np.tile(np.array([[0.0, math.log(3.0), -2.0]], np.float32), (n, 1))
+    p_bits = 1.0 / (1.0 + np.exp(-bits[0]))
+    for samples in (Bernoulli.np_sample(bits, np.random.default_rng(0)),
+                    Bernoulli(bits).sample(tf.constant([3, 4], tf.int64)).numpy()):
+        assert samples.shape == (n, 3) and set(np.unique(samples)) <= {0, 1}
+        np.testing.assert_allclose(samples.mean(axis=0), p_bits, atol=0.015)
+    np.testing.assert_array_equal(Bernoulli.np_mode(bits[:1]), [[0, 1, 0]])
+
+
+def test_multicategorical_checks_the_width_of_its_logits():
+    with pytest.raises(ValueError, match=r"MultiDiscrete\[2, 3\] needs 5 logits per row, got 4"):
+        MultiCategorical(tf.zeros([2, 4]), (2, 3))

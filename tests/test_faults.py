@@ -256,7 +256,7 @@ def test_compile_rejects_bad_values(kwargs, message):
         ("CartPole-v1", {"total_steps": 0}, "total_steps"),
         ("CartPole-v1", {"envs_per_worker": 0}, "envs_per_worker"),
         ("NoSuchEnv-v0", {}, "unknown environment id 'NoSuchEnv-v0'"),
-        (lambda: SpaceEnv(gym.spaces.MultiBinary(4)), {}, "unsupported action space MultiBinary"),
+        (lambda: SpaceEnv(gym.spaces.MultiBinary([2, 2])), {}, "MultiBinary action spaces must be 1-D"),
         (lambda: SpaceEnv(gym.spaces.Dict({"a": gym.spaces.Discrete(2)})), {}, "unsupported action space Dict"),
         (lambda: gym.make("Blackjack-v1"), {}, "unsupported observation space Tuple"),
         (IdentityEnv, {}, "logits"),  # CartPole's 2-action model against a 4-action env
