@@ -276,8 +276,9 @@ class A3C(keras.Model):
 
     def export(self, path: str | os.PathLike, format: str = "saved_model") -> None:
         """Write the policy to the new `path`: a TF SavedModel with the endpoints serve, sample,
-        action_distribution and value (`format="saved_model"`), or the deterministic policy as a
-        TFLite file (`format="tflite"`); see `keras_a3c.export` for the signatures."""
+        action_distribution and value (`format="saved_model"`), the deterministic policy as a
+        TFLite file (`format="tflite"`), or the deterministic endpoints as an ONNX model
+        (`format="onnx"`, needs tf2onnx); see `keras_a3c.export` for the signatures."""
         export_policy(self.network, path, self.action_space, format)
 
     def _use_action_space(self, action_space: gym.Space) -> None:

@@ -1,4 +1,4 @@
-"""Export the policy as a TF SavedModel (or a TFLite flat buffer) that needs only TensorFlow, not keras_a3c.
+"""Export the policy as a TF SavedModel (or a TFLite flat buffer, or an ONNX model) that needs no keras_a3c.
 
 SavedModel endpoints. Each is a `tf.function` attribute of the loaded object, which returns a
 tensor, and a signature of the same name (what TF Serving and `saved_model_cli` call), which
@@ -25,6 +25,14 @@ The `serving_default` signature is `serve`, for TF Serving.
 
 The TFLite export holds `serve` alone, as the signature "serve" (input `observations`, output `actions`).
 Its input tensor has shape [1, *obs_shape] until resized: `interpreter.resize_tensor_input`.
+
+The ONNX export (`format="onnx"`; needs the optional tf2onnx, `pip install tf2onnx onnxruntime`) is
+one graph of the deterministic endpoints, opset ONNX_OPSET: input `observations` float32
+[batch, *obs_shape], outputs `actions` (as `serve`), `logits` or `mean_and_log_std` (as
+`action_distribution`) and `value`. Run it with onnxruntime, no TensorFlow needed:
+
+    session = onnxruntime.InferenceSession("policy.onnx")
+    actions = session.run(["actions"], {"observations": observations})[0]
 """
 
 from __future__ import annotations
@@ -34,19 +42,22 @@ from collections.abc import Callable
 
 import gymnasium as gym
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_a3c.distributions import Categorical, DiagGaussian, for_action_space
 from keras_a3c.files import write_atomically
 
-FORMATS = ("saved_model", "tflite")
+FORMATS = ("saved_model", "tflite", "onnx")
+ONNX_OPSET = 17
 
 
 def export_policy(
     network: keras.Model, path: str | os.PathLike, action_space: gym.Space | None = None, format: str = "saved_model"
 ) -> None:
     """Write `network`'s policy to `path`: a SavedModel directory, or with `format="tflite"` a
-    `.tflite` file holding the deterministic policy (`serve`).
+    `.tflite` file holding the deterministic policy (`serve`), or with `format="onnx"` an ONNX model
+    of the deterministic endpoints (see the module docstring).
 
     `action_space` says how to read the network's policy params; None reads them as logits.
     The export is written beside `path` and moved into place, so a failed export leaves
@@ -55,6 +66,12 @@ def export_policy(
     """
     if format not in FORMATS:
         raise ValueError(f"unknown export format {format!r}; expected one of {', '.join(map(repr, FORMATS))}")
+    if format == "onnx":
+        try:
+            import tf2onnx  # noqa: F401  (optional; checked before anything is written)
+        except ImportError as exc:
+            raise ImportError("ONNX export needs tf2onnx, an optional dependency: pip install tf2onnx onnxruntime "
+                              "(or keras_a3c[onnx])") from exc
 
     def write(target: str) -> None:
         if format == "saved_model":
@@ -62,8 +79,9 @@ def export_policy(
             return
         saved_model = target + ".saved_model"  # beside the target, in the staging directory
         _write_saved_model(network, saved_model, action_space)
+        data = _tflite_flat_buffer(saved_model) if format == "tflite" else _onnx_model(saved_model)
         with open(target, "wb") as f:
-            f.write(_tflite_flat_buffer(saved_model))
+            f.write(data)
 
     write_atomically(path, write, "export")
 
@@ -85,8 +103,9 @@ def _write_saved_model(network: keras.Model, path: str, action_space: gym.Space 
         return tf.stack([seed, tf.zeros_like(seed)])
 
     if action_space is not None and for_action_space(action_space) is DiagGaussian:
-        low = tf.constant(action_space.low, tf.float32)
-        high = tf.constant(action_space.high, tf.float32)
+        # numpy, so each traced function holds the bounds as its own constants (a captured tensor
+        # would become an extra graph input in the ONNX conversion).
+        low, high = action_space.low.astype(np.float32), action_space.high.astype(np.float32)
 
         def serve(observations):
             return tf.clip_by_value(DiagGaussian.from_params(outputs(observations)[0]).mode(), low, high)
@@ -144,3 +163,21 @@ def _write_saved_model(network: keras.Model, path: str, action_space: gym.Space 
 def _tflite_flat_buffer(saved_model: str) -> bytes:
     """The `serve` signature of a SavedModel converted to a TFLite flat buffer."""
     return tf.lite.TFLiteConverter.from_saved_model(saved_model, signature_keys=["serve"]).convert()
+
+
+def _onnx_model(saved_model: str) -> bytes:
+    """The deterministic endpoints of a SavedModel (serve, action_distribution, value) as one ONNX graph."""
+    import tf2onnx
+
+    policy = tf.saved_model.load(saved_model)
+    obs_spec = policy.signatures["serve"].structured_input_signature[1]["observations"]
+    spec = (tf.TensorSpec(obs_spec.shape, obs_spec.dtype, name="observations"),)
+    distribution_key = next(iter(policy.signatures["action_distribution"].structured_outputs))
+
+    def endpoints(observations):  # a dict, so the ONNX outputs carry these names
+        return {"actions": policy.serve(observations), distribution_key: policy.action_distribution(observations),
+                "value": policy.value(observations)}
+
+    model, _ = tf2onnx.convert.from_function(tf.function(endpoints, input_signature=spec), input_signature=spec,
+                                             opset=ONNX_OPSET)
+    return model.SerializeToString()

@@ -162,6 +162,14 @@ def test_every_action_space_kind_fits_exports_and_reloads(kind, tmp_path):
     assert lite.dtype == served.dtype and lite.shape == served.shape
     np.testing.assert_allclose(lite, served, atol=1e-5)
 
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    agent.export(str(tmp_path / "policy.onnx"), format="onnx")
+    session = onnxruntime.InferenceSession(str(tmp_path / "policy.onnx"))
+    onnx_actions = session.run(["actions"], {"observations": obs})[0]
+    assert onnx_actions.dtype == served.dtype and onnx_actions.shape == served.shape
+    np.testing.assert_allclose(onnx_actions, served, atol=1e-5)
+
 
 def test_continuous_identity_env_learns_within_seconds():
     """Acting 0 scores about -2.1 per episode and acting on the observation 0; the Gaussian mean must learn it."""

@@ -190,8 +190,55 @@ def test_tflite_serves_the_same_actions_as_the_saved_model(agent, saved_model, t
 
 
 def test_export_rejects_an_unknown_format(agent, tmp_path):
-    with pytest.raises(ValueError, match="unknown export format 'onnx'"):
-        agent.export(str(tmp_path / "policy"), format="onnx")
+    with pytest.raises(ValueError, match="unknown export format 'h5'"):
+        agent.export(str(tmp_path / "policy"), format="h5")
+    assert os.listdir(tmp_path) == []
+
+
+RUN_ONNX_WITHOUT_TENSORFLOW = """
+import json, sys
+import numpy as np
+import onnxruntime
+session = onnxruntime.InferenceSession(sys.argv[1])
+obs = np.array(json.loads(sys.argv[2]), np.float32)
+outputs = session.run(None, {"observations": obs})
+print(json.dumps({
+    "inputs": [i.name for i in session.get_inputs()],
+    "outputs": {o.name: {"value": v.tolist(), "dtype": v.dtype.name} for o, v in zip(session.get_outputs(), outputs)},
+    "imported": sorted(m for m in ("tensorflow", "keras", "keras_a3c") if m in sys.modules),
+}))
+"""
+
+
+def test_the_onnx_model_gives_the_saved_model_s_outputs_without_tensorflow(agent, saved_model, tmp_path):
+    pytest.importorskip("tf2onnx")
+    pytest.importorskip("onnxruntime")
+    path = tmp_path / "policy.onnx"
+    agent.export(str(path), format="onnx")
+    assert sorted(os.listdir(tmp_path)) == ["policy.onnx"]  # no staging directory left behind
+    obs = observations()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", RUN_ONNX_WITHOUT_TENSORFLOW, str(path), json.dumps(obs.tolist())],
+                         capture_output=True, text=True, check=True, env=env, cwd=str(tmp_path), timeout=120)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["imported"] == [] and result["inputs"] == ["observations"]
+    policy = tf.saved_model.load(str(saved_model))
+    discrete = isinstance(agent.action_space, gym.spaces.Discrete)
+    key = "logits" if discrete else "mean_and_log_std"
+    assert sorted(result["outputs"]) == sorted(["actions", key, "value"])
+    actions = result["outputs"]["actions"]
+    assert actions["dtype"] == ("int64" if discrete else "float32")
+    assert_actions_match(np.array(actions["value"], actions["dtype"]), policy.serve(tf.constant(obs)).numpy())
+    assert_actions_match(np.array(actions["value"], actions["dtype"]), agent.predict(obs))
+    np.testing.assert_allclose(result["outputs"][key]["value"], policy.action_distribution(tf.constant(obs)),
+                               atol=1e-5)
+    np.testing.assert_allclose(result["outputs"]["value"]["value"], policy.value(tf.constant(obs)), atol=1e-5)
+
+
+def test_onnx_export_without_tf2onnx_says_what_to_install_and_writes_nothing(agent, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tf2onnx", None)  # import tf2onnx now raises ImportError
+    with pytest.raises(ImportError, match="ONNX export needs tf2onnx, an optional dependency: pip install tf2onnx"):
+        agent.export(str(tmp_path / "policy.onnx"), format="onnx")
     assert os.listdir(tmp_path) == []
 
 
