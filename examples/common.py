@@ -87,7 +87,10 @@ def define_flags(preset: Preset, flag_values: flags.FlagValues = FLAGS) -> None:
                          lower_bound=1, **fv)
     flags.DEFINE_integer("verbose", 1, "0 silent, 1 progress bar, 2 one line per epoch.", lower_bound=0,
                          upper_bound=2, **fv)
-    flags.DEFINE_string("export_dir", None, "If set, write the policy here as a TF SavedModel (must not exist).", **fv)
+    flags.DEFINE_string("export_dir", None, "If set, write the policy here (must not exist), in --export_format.", **fv)
+    flags.DEFINE_enum("export_format", "saved_model", ["saved_model", "tflite", "onnx"], "Format of --export_dir: "
+                      "a TF SavedModel directory (what examples/play.py plays), a TFLite file, or an ONNX file "
+                      "(needs tf2onnx).", **fv)
     flags.DEFINE_string("plot", None, "If set, write learning curves (return vs env steps and vs seconds, with the "
                         "target_return line) to this image: .png, .svg or .pdf.", **fv)
     flags.DEFINE_string("checkpoint_dir", None, "If set, save the whole training state here as it trains, at the "
@@ -210,11 +213,11 @@ def train(agent: keras_a3c.A3C, preset: Preset) -> keras.callbacks.History | Non
 
 
 def evaluate_and_export(agent: keras_a3c.A3C, preset: Preset) -> None:
-    """Evaluate the deterministic policy over --eval_episodes; with --export_dir, export it as a
-    SavedModel that needs only TensorFlow (`examples/play.py` plays it)."""
+    """Evaluate the deterministic policy over --eval_episodes; with --export_dir, export it in
+    --export_format (a SavedModel by default, which needs only TensorFlow; `examples/play.py` plays it)."""
     if preset.eval_episodes:
         mean, std = agent.evaluate(preset.env, episodes=preset.eval_episodes, deterministic=True)
         print(f"deterministic policy over {preset.eval_episodes} episodes: return {mean:.1f} +/- {std:.1f}")
     if FLAGS.export_dir:
-        agent.export(FLAGS.export_dir)
-        print(f"exported the policy to {FLAGS.export_dir}")
+        agent.export(FLAGS.export_dir, format=FLAGS.export_format)
+        print(f"exported the policy to {FLAGS.export_dir} ({FLAGS.export_format})")

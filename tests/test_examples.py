@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from keras_a3c import saving
@@ -147,3 +148,16 @@ def test_the_general_example_trains_any_task_with_the_defaults(tmp_path, env):
     assert out.returncode == 0, out.stderr
     assert "deterministic policy over 2 episodes" in out.stdout
     assert (export_dir / "saved_model.pb").exists()
+
+
+def test_the_examples_export_onnx_on_request(tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    path = tmp_path / "policy.onnx"
+    out = run_example("--env=Acrobot-v1", "--workers=2", "--envs_per_worker=2", "--total_steps=500",
+                      "--eval_episodes=1", "--verbose=0", f"--export_dir={path}", "--export_format=onnx", example=TRAIN)
+    assert out.returncode == 0, out.stderr
+    assert f"exported the policy to {path} (onnx)" in out.stdout
+    session = onnxruntime.InferenceSession(str(path))
+    actions = session.run(["actions"], {"observations": np.zeros((3, 6), np.float32)})[0]
+    assert actions.shape == (3,) and actions.dtype == np.int64
