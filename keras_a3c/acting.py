@@ -25,6 +25,7 @@ import tensorflow as tf
 from keras_a3c.distributions import for_action_space
 from keras_a3c.networks import LOG_SOFTPLUS_LINEAR_BELOW, GaussianHead
 from keras_a3c.normalization import ObservationNormalization
+from keras_a3c.observations import ObservationCodec
 
 _NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "linear": lambda x: x,
@@ -233,19 +234,21 @@ class LocalPolicy:
 def policy_function(
     network: keras.Model, action_space: gym.Space, deterministic: bool = True, rng: np.random.Generator | None = None
 ) -> Callable[[np.ndarray], np.ndarray]:
-    """The network's policy as it is now, as a function observations [B, *obs_shape] float32 -> env
-    actions (see `ActionSampler.to_env`): the most likely action when `deterministic`, else one
-    sampled with `rng`. Acts through the numpy twin when the network has one, else through Keras."""
+    """The network's policy as it is now, as a function observations (a batch [B, *obs_shape], or a dict /
+    tuple of batches for a network with several inputs) -> env actions (see `ActionSampler.to_env`):
+    the most likely action when `deterministic`, else one sampled with `rng`. Acts through the numpy
+    twin when the network has one, else through Keras."""
     sampler = ActionSampler(action_space)
     forward = numpy_forward(network)
     weights = weights_of(network)
+    codec = ObservationCodec.for_network(network)
     rng = rng or np.random.default_rng()
 
-    def act(observations: np.ndarray) -> np.ndarray:
+    def act(observations) -> np.ndarray:
         if forward is not None:
-            params = forward(weights, observations)[0]
+            params = forward(weights, codec.flatten(observations))[0]
         else:
-            params = np.asarray(network(observations, training=False)[0])
+            params = np.asarray(network(codec.structure_numpy(codec.flatten(observations)), training=False)[0])
         return sampler.to_env(sampler.mode(params) if deterministic else sampler.sample(params, rng))
 
     return act
@@ -254,16 +257,10 @@ def policy_function(
 def predict_actions(network: keras.Model, action_space: gym.Space | None, observations, deterministic: bool = True,
                     seed: int | None = None) -> np.ndarray:
     """`A3C.predict`: env actions of the network's policy through Keras, for a batch of observations
-    [B, *obs_shape] -> [B] or [B, D]; one observation -> one action. Without an action space the
+    [B, *obs_shape] (or a dict / tuple of batches for a network with several inputs) -> [B] or [B, D];
+    one observation -> one action. Without an action space the
     policy params are read as logits (the Discrete default)."""
-    observations = np.asarray(observations, dtype=np.float32)
-    obs_shape = tuple(network.inputs[0].shape[1:])
-    single = observations.shape == obs_shape
-    if single:
-        observations = observations[None]
-    if observations.shape[1:] != obs_shape:
-        raise ValueError(f"observations must have shape [batch, {', '.join(map(str, obs_shape))}], "
-                         f"got {observations.shape}")
+    observations, single = ObservationCodec.for_network(network).batch(observations)
     params = np.asarray(network(observations, training=False)[0])
     sampler = ActionSampler(action_space or gym.spaces.Discrete(params.shape[1]))
     actions = sampler.mode(params) if deterministic else sampler.sample(params, np.random.default_rng(seed))

@@ -14,17 +14,14 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
 from keras_a3c.distributions import for_action_space
+from keras_a3c.observations import leaves_of
 
 EnvSpec = str | Callable[[], gym.Env]
 
 
 def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
     """Raise a `ValueError` naming the space unless it is one keras_a3c supports."""
-    if not isinstance(observation_space, gym.spaces.Box):
-        raise ValueError(
-            f"unsupported observation space {observation_space}: keras_a3c needs a Box observation "
-            "space (wrap the env, e.g. with gymnasium.wrappers.FlattenObservation)"
-        )
+    leaves_of(observation_space)  # raises for anything but a Box, or a Dict / Tuple of Box and Discrete
     for_action_space(action_space)  # raises for anything but Discrete and 1-D Box
 
 

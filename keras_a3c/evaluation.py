@@ -20,7 +20,8 @@ def evaluate_policy(policy: Policy, env: EnvSpec, episodes: int = 100, num_envs:
     episode i is the one episode of env i (seed `seed + i`).
 
     Args:
-      policy: observations [num_envs, *obs_shape] float32 -> env actions [num_envs, ...]
+      policy: observations [num_envs, *obs_shape] float32 (a dict / tuple of such batches for a Dict /
+        Tuple observation space) -> env actions [num_envs, ...]
         (an agent's greedy or sampling policy, an exported SavedModel's `serve`, ...).
       env: a gymnasium id or a zero-argument env factory.
       episodes: how many episodes, >= 1.
@@ -44,7 +45,9 @@ def evaluate_policy(policy: Policy, env: EnvSpec, episodes: int = 100, num_envs:
         reset_pending = np.zeros(num_envs, bool)  # NEXT_STEP autoreset: this step only resets these envs
         returns: list[float] = []
         while (counts < targets).any():
-            obs, reward, term, trunc, _ = vec.step(policy(np.asarray(obs, np.float32)))
+            # Dict / Tuple observations go to the policy as they are, arrays as float32.
+            batch = obs if isinstance(obs, (dict, tuple)) else np.asarray(obs, np.float32)
+            obs, reward, term, trunc, _ = vec.step(policy(batch))
             running += np.where(reset_pending, 0.0, reward)
             reset_pending = term | trunc
             for i in np.flatnonzero(reset_pending):

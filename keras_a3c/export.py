@@ -47,6 +47,7 @@ import tensorflow as tf
 
 from keras_a3c.distributions import Categorical, DiagGaussian, for_action_space
 from keras_a3c.files import write_atomically
+from keras_a3c.observations import ObservationCodec
 
 FORMATS = ("saved_model", "tflite", "onnx")
 ONNX_OPSET = 17
@@ -92,7 +93,9 @@ def _write_saved_model(network: keras.Model, path: str, action_space: gym.Space 
     keras.export.ExportArchive would name every signature output "output_0" (each signature is
     its endpoint function); here the signatures wrap the endpoints to name their outputs.
     """
-    obs_spec = tf.TensorSpec((None, *network.inputs[0].shape[1:]), tf.float32, name="observations")
+    codec = ObservationCodec.for_network(network)
+    obs_spec = codec.specs()  # one spec, or a dict / tuple of them for a network with several inputs
+    leaf_specs = codec.parts(obs_spec)
     seed_spec = tf.TensorSpec((), tf.int64, name="seed")
 
     def outputs(observations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -137,20 +140,22 @@ def _write_saved_model(network: keras.Model, path: str, action_space: gym.Space 
         return outputs(observations)[1]
 
     endpoints: dict[str, tuple[Callable[..., tf.Tensor], list[tf.TensorSpec], str]] = {
-        "serve": (serve, [obs_spec], "actions"),
-        "sample": (sample, [obs_spec, seed_spec], "actions"),
-        "action_distribution": (action_distribution, [obs_spec], distribution_key),
-        "value": (value, [obs_spec], "value"),
+        "serve": (serve, [], "actions"),
+        "sample": (sample, [seed_spec], "actions"),
+        "action_distribution": (action_distribution, [], distribution_key),
+        "value": (value, [], "value"),
     }
     module = tf.Module()
     signatures = {}
     variables = {}
-    for name, (fn, input_signature, key) in endpoints.items():
-        endpoint = tf.function(fn, input_signature=input_signature, autograph=False)
+    leaves = len(leaf_specs)
+    for name, (fn, extra_specs, key) in endpoints.items():
+        endpoint = tf.function(fn, input_signature=[obs_spec, *extra_specs], autograph=False)
         setattr(module, name, endpoint)
+        # A signature takes flat named tensors: one per observation entry, then the seed.
         signatures[name] = tf.function(
-            lambda *args, endpoint=endpoint, key=key: {key: endpoint(*args)},
-            input_signature=input_signature, autograph=False,
+            lambda *args, endpoint=endpoint, key=key: {key: endpoint(codec.rebuild(args[:leaves]), *args[leaves:])},
+            input_signature=[*leaf_specs, *extra_specs], autograph=False,
         )
         variables.update((id(v), v) for v in endpoint.get_concrete_function().variables)
     signatures["serving_default"] = signatures["serve"]
@@ -170,13 +175,16 @@ def _onnx_model(saved_model: str) -> bytes:
     import tf2onnx
 
     policy = tf.saved_model.load(saved_model)
-    obs_spec = policy.signatures["serve"].structured_input_signature[1]["observations"]
-    spec = (tf.TensorSpec(obs_spec.shape, obs_spec.dtype, name="observations"),)
+    signature_specs = policy.signatures["serve"].structured_input_signature[1]  # {input name: spec}
+    names = list(signature_specs)
+    spec = tuple(tf.TensorSpec(s.shape, s.dtype, name=name) for name, s in signature_specs.items())
     distribution_key = next(iter(policy.signatures["action_distribution"].structured_outputs))
 
-    def endpoints(observations):  # a dict, so the ONNX outputs carry these names
-        return {"actions": policy.serve(observations), distribution_key: policy.action_distribution(observations),
-                "value": policy.value(observations)}
+    def endpoints(*inputs):  # a dict, so the ONNX outputs carry these names
+        named = dict(zip(names, inputs, strict=True))
+        return {"actions": policy.signatures["serve"](**named)["actions"],
+                distribution_key: policy.signatures["action_distribution"](**named)[distribution_key],
+                "value": policy.signatures["value"](**named)["value"]}
 
     model, _ = tf2onnx.convert.from_function(tf.function(endpoints, input_signature=spec), input_signature=spec,
                                              opset=ONNX_OPSET)

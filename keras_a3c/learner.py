@@ -22,6 +22,7 @@ from keras_a3c.config import A3CConfig
 from keras_a3c.distributions import DiagGaussian, for_action_space
 from keras_a3c.metrics import RunningMeans
 from keras_a3c.normalization import observation_normalizers
+from keras_a3c.observations import ObservationCodec
 from keras_a3c.segment import SegmentLayout
 
 # What each update logs (averaged per epoch): the loss terms, the gradient norm, the critic's fit.
@@ -53,7 +54,8 @@ class Learner:
         self.normalizers = observation_normalizers(network)
         self._function: tf.types.experimental.PolymorphicFunction | None = None
 
-    def update(self, segment: dict[str, tf.Tensor], action_space: gym.Space) -> None:
+    def update(self, segment: dict[str, tf.Tensor], action_space: gym.Space,
+               codec: ObservationCodec | None = None) -> None:
         """One A3C update from one worker's segment.
 
         The same loss serves every policy: the action space's distribution (`Categorical` or
@@ -65,6 +67,9 @@ class Learner:
             [T, B] (Discrete) or [T, B, D] (Box), rewards [T, B], terminated [T, B], truncated
             [T, B] and valid [T, B] (see `keras_a3c.segment`).
           action_space: the env's action space.
+          codec: given, the observations are flat rows [T+1, B, F] that it gives back to the network in
+            the observation space's structure (a Dict or Tuple observation); None: they are the network's
+            input [T+1, B, *obs] as they are.
         """
         config = self.config
         distribution = for_action_space(action_space)
@@ -72,10 +77,10 @@ class Learner:
         horizon, batch = segment["rewards"].shape
         n = horizon * batch
         variables = self.network.trainable_variables
+        rows = tf.reshape(observations, [(horizon + 1) * batch, *observations.shape[2:]])
+        inputs = rows if codec is None else codec.structure(rows)
         with tf.GradientTape() as tape:
-            params, values = self.network(
-                tf.reshape(observations, [(horizon + 1) * batch, *observations.shape[2:]]), training=True
-            )
+            params, values = self.network(inputs, training=True)
             values = tf.reshape(values, [horizon + 1, batch])
             params = tf.reshape(params, [horizon + 1, batch, -1])[:horizon]
             # V(s_{t+1}) of the next observation bootstraps the return; it is a constant.
@@ -120,13 +125,15 @@ class Learner:
             # The observation statistics take in this segment's (valid) observations after the
             # forward pass, so an update that is refused leaves them as they were too.
             for layer in self.normalizers:
-                layer.update_statistics(tf.reshape(observations[:horizon], [n, *observations.shape[2:]]),
-                                        tf.reshape(segment["valid"], [n]))
+                seen = inputs if layer.observation_key is None else inputs[layer.observation_key]
+                layer.update_statistics(seen[:n], tf.reshape(segment["valid"], [n]))
             explained_variance = losses.explained_variance(values, returns, mask)
             self.logs.update_state({**terms, "grad_norm": grad_norm, "explained_variance": explained_variance})
 
-    def compile(self, layout: SegmentLayout, batch: int, action_space: gym.Space) -> TrainFunction:
-        """Trace `update` once, on this thread, for packed segments [n_steps + 1, batch, F].
+    def compile(self, layout: SegmentLayout, batch: int, action_space: gym.Space,
+                codec: ObservationCodec | None = None) -> TrainFunction:
+        """Trace `update` once, on this thread, for packed segments [n_steps + 1, batch, F] (observations
+        as flat rows that `codec` structures, when given).
 
         The returned function takes one packed segment and returns the network's weights after
         the update (trainable or not, in the order of `acting.weights_of`) as float32 numpy arrays
@@ -137,7 +144,7 @@ class Learner:
         variables = self.network.weights
 
         def packed_update(segment):
-            self.update(layout.unpack(segment), action_space)
+            self.update(layout.unpack(segment), action_space, codec)
             return tf.concat([tf.reshape(tf.cast(v, tf.float32), [-1]) for v in variables], axis=0)
 
         self._function = tf.function(

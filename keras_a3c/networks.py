@@ -17,6 +17,7 @@ import tensorflow as tf
 from keras_a3c.distributions import for_action_space
 from keras_a3c.envs import check_spaces
 from keras_a3c.normalization import ObservationNormalization
+from keras_a3c.observations import ObservationCodec, leaves_of
 
 STD_PARAMETERISATIONS = ("state_independent", "softplus")
 # Below this, log(softplus(z)) = z to float32 precision, and softplus(z) itself heads for 0.
@@ -120,7 +121,10 @@ def actor_critic_mlp(
     """A shared-trunk MLP with a policy head and a value head (A3C, section 5.1).
 
     Args:
-      observation_space: a `Box`; its shape is the model's input shape.
+      observation_space: a `Box` (its shape is the model's input shape), or a `Dict` / `Tuple` of `Box`
+        and `Discrete` spaces: one input per entry, named by its key (`observation_<i>` for a Tuple;
+        Box entries normalised and flattened, Discrete ones one-hot encoded), their features
+        concatenated before the trunk.
       action_space: `Discrete(A)`: the policy head is a Dense layer of A logits;
         `Box((D,))`: a `GaussianHead` with D means and D log stds; `MultiDiscrete(nvec)`: a Dense
         layer of sum(nvec) logits (the parts side by side); `MultiBinary(n)`: a Dense layer of n logits.
@@ -139,9 +143,12 @@ def actor_critic_mlp(
       (policy params [B, P] as above, value [B, 1]).
     """
     check_spaces(observation_space, action_space)
-    inputs = keras.Input(observation_space.shape, name="observation")
-    x = ObservationNormalization(name="observation_normalization")(inputs) if normalize_observations else inputs
-    x = keras.layers.Flatten(name="flatten")(x) if len(observation_space.shape) > 1 else x
+    if isinstance(observation_space, gym.spaces.Box):
+        inputs = keras.Input(observation_space.shape, name="observation")
+        x = ObservationNormalization(name="observation_normalization")(inputs) if normalize_observations else inputs
+        x = keras.layers.Flatten(name="flatten")(x) if len(observation_space.shape) > 1 else x
+    else:
+        inputs, x = _structured_inputs(observation_space, normalize_observations)
     for i, units in enumerate(hidden_units):
         x = keras.layers.Dense(
             units,
@@ -164,6 +171,28 @@ def actor_critic_mlp(
     return keras.Model(inputs, [policy, value], name=name)
 
 
+def _structured_inputs(space: gym.spaces.Dict | gym.spaces.Tuple, normalize: bool) -> tuple:
+    """One named input per entry of a Dict / Tuple observation (a Box entry normalised and flattened, a
+    Discrete one one-hot encoded), and their features side by side: (inputs as a dict or list, [B, F])."""
+    inputs, features = [], []
+    for key, leaf in leaves_of(space):
+        name = key if isinstance(space, gym.spaces.Dict) else f"observation_{key}"  # Keras names dict inputs by key
+        if isinstance(leaf, gym.spaces.Discrete):
+            tensor = keras.Input((), dtype="int32", name=name)
+            x = keras.layers.CategoryEncoding(int(leaf.n), output_mode="one_hot", name=f"one_hot_{key}")(tensor)
+        else:
+            tensor = keras.Input(leaf.shape, name=name)
+            x = ObservationNormalization(observation_key=key, name=f"normalization_{key}")(tensor) if normalize \
+                else tensor
+            x = keras.layers.Flatten(name=f"flatten_{key}")(x) if len(leaf.shape) != 1 else x
+        inputs.append((key, tensor))
+        features.append(x)
+    x = keras.layers.Concatenate(name="observation_features")(features) if len(features) > 1 else features[0]
+    if isinstance(space, gym.spaces.Dict):
+        return dict(inputs), x
+    return [tensor for _, tensor in inputs], x
+
+
 def check_network(network: keras.Model, observation_space: gym.spaces.Box, action_space: gym.Space) -> None:
     """Raise a `ValueError` that names the problem unless `network` maps a batch of
     observations to (policy params, value [B] or [B, 1]): logits [B, A] for `Discrete(A)`,
@@ -172,13 +201,13 @@ def check_network(network: keras.Model, observation_space: gym.spaces.Box, actio
     distribution = for_action_space(action_space)
     if not isinstance(network, keras.Model):
         raise TypeError(f"the network must be a keras.Model, got {type(network).__name__}")
-    batch = np.zeros((2, *observation_space.shape), dtype=np.float32)
+    batch = ObservationCodec.for_space(observation_space).zeros(2)
     try:
         outputs = network(batch)
     except Exception as exc:
+        what = f"of shape {batch.shape}" if isinstance(batch, np.ndarray) else "(a batch of 2, as a dict or tuple)"
         raise ValueError(
-            f"the network could not be called on observations of shape {batch.shape} "
-            f"(observation space {observation_space}): {exc}"
+            f"the network could not be called on observations {what} (observation space {observation_space}): {exc}"
         ) from exc
     if not isinstance(outputs, (list, tuple)) or len(outputs) != 2:
         raise ValueError(

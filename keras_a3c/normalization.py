@@ -86,14 +86,18 @@ class ObservationNormalization(keras.layers.Layer):
     Args:
       clip: the bound of the normalised observation (> 0); None does not clip.
       epsilon: added to the variance.
+      observation_key: which entry of a Dict (its key) or Tuple (its position) observation the layer
+        normalises, and so which one `fit` updates its statistics from; None for a Box observation.
     """
 
-    def __init__(self, clip: float | None = 10.0, epsilon: float = 1e-8, **kwargs):
+    def __init__(self, clip: float | None = 10.0, epsilon: float = 1e-8, observation_key: str | int | None = None,
+                 **kwargs):
         super().__init__(**kwargs)
         if clip is not None and not clip > 0:
             raise ValueError(f"clip must be > 0 or None, got {clip!r}")
         self.clip = clip
         self.epsilon = epsilon
+        self.observation_key = observation_key
 
     def build(self, input_shape):
         shape = tuple(input_shape[1:])
@@ -127,7 +131,8 @@ class ObservationNormalization(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "clip": self.clip, "epsilon": self.epsilon}
+        return {**super().get_config(), "clip": self.clip, "epsilon": self.epsilon,
+                "observation_key": self.observation_key}
 
 
 def observation_normalizers(network: keras.Model) -> list[ObservationNormalization]:

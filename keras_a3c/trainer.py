@@ -22,6 +22,7 @@ import tensorflow as tf
 from keras_a3c.acting import ActionSampler, LocalPolicy, numpy_forward, weights_of
 from keras_a3c.callbacks import ProgressLogger
 from keras_a3c.envs import EnvSpec, make_vector_env
+from keras_a3c.observations import ObservationCodec
 from keras_a3c.segment import SegmentLayout
 from keras_a3c.workers import Worker
 
@@ -142,14 +143,15 @@ class Trainer:
         variables = agent.network.trainable_variables
         if not agent.optimizer.built:
             agent.optimizer.build(variables)  # slots exist before any thread can race to create them
-        layout = SegmentLayout(self.observation_space.shape, sampler.shape, sampler.dtype)
-        train_function = agent.learner.compile(layout, batch, self.action_space)
+        codec = ObservationCodec.for_space(self.observation_space)
+        layout = SegmentLayout((codec.size,), sampler.shape, sampler.dtype)  # observations as flat rows
+        train_function = agent.learner.compile(layout, batch, self.action_space, codec)
         forward = numpy_forward(agent.network)
         tf_params = None
         if forward is None:
             tf_params = tf.function(
-                lambda obs: agent.network(obs)[0],
-                input_signature=[tf.TensorSpec([batch, *self.observation_space.shape], tf.float32)],
+                lambda obs: agent.network(codec.structure(obs))[0],
+                input_signature=[tf.TensorSpec([batch, codec.size], tf.float32)],
             )
             tf_params.get_concrete_function()
         state.begin(self.num_workers, self.total_steps, self.start_time)
@@ -165,6 +167,7 @@ class Trainer:
                     state=state,
                     n_steps=agent.config.n_steps,
                     layout=layout,
+                    codec=codec,
                     seed=self.seed + i * batch,
                     train_lock=agent.learner.lock,
                     reward_normalizer=agent.reward_normalizer,

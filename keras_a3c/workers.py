@@ -17,6 +17,7 @@ from gymnasium.vector import VectorEnv
 from keras_a3c.acting import LocalPolicy
 from keras_a3c.envs import check_finite
 from keras_a3c.normalization import RewardNormalizer
+from keras_a3c.observations import ObservationCodec
 from keras_a3c.segment import SegmentLayout
 from keras_a3c.training_state import TrainingState
 
@@ -43,6 +44,7 @@ class Worker(threading.Thread):
         state: TrainingState,
         n_steps: int,
         layout: SegmentLayout,
+        codec: ObservationCodec,
         seed: int,
         train_lock: threading.Lock | None,
         reward_normalizer: RewardNormalizer | None = None,
@@ -55,6 +57,7 @@ class Worker(threading.Thread):
         self.state = state
         self.n_steps = n_steps
         self.layout = layout
+        self.codec = codec
         self.seed = seed
         self.train_lock = train_lock
         self.reward_normalizer = reward_normalizer
@@ -73,7 +76,9 @@ class Worker(threading.Thread):
         env, T, layout, sampler = self.env, self.n_steps, self.layout, self.policy.sampler
         B = env.num_envs
         where = f"worker {self.worker_id}"
-        obs, _ = env.reset(seed=self.seed)
+        flatten = self.codec.flatten  # observations travel as float32 rows [B, F] (keras_a3c.observations)
+        raw, _ = env.reset(seed=self.seed)
+        obs = flatten(raw)
         segment = layout.empty(T, B)
         # Views into the packed segment, one per column group.
         observations = segment[:, :, layout.observation]
@@ -91,9 +96,10 @@ class Worker(threading.Thread):
         check_finite("observation", obs, f"{where}, reset")
         while not self.state.stop.is_set():
             for t in range(T):
-                observations[t] = obs.reshape(B, -1)
+                observations[t] = obs
                 action = self.policy.sample(obs, self.rng)
-                obs, reward, term, trunc, _ = env.step(sampler.to_env(action))
+                raw, reward, term, trunc, _ = env.step(sampler.to_env(action))
+                obs = flatten(raw)
                 vector_steps += 1
                 step_where = f"{where}, vector-env step {vector_steps} (envs 0..{B - 1})"
                 check_finite("observation", obs, step_where)
@@ -110,7 +116,7 @@ class Worker(threading.Thread):
                 self.state.add_steps(self.worker_id, steps, episode_return[done], episode_length[done])
                 episode_return[done] = 0.0
                 episode_length[done] = 0
-            observations[T] = obs.reshape(B, -1)
+            observations[T] = obs
             if normalizer is not None:  # the learner sees the normalised rewards, the logs the raw ones
                 normalizer.normalize(rewards, normalizer.update(discounted_log[valid > 0.5]))
             if self.train_lock is None:

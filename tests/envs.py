@@ -152,6 +152,42 @@ class MultiBinaryIdentityEnv(MultiDiscreteIdentityEnv):
         return (2.0 * self.target - 1.0).astype(np.float32)
 
 
+class DictIdentityEnv(IdentityEnv):
+    """An IdentityEnv whose observation is a Dict: the target as a Discrete entry "target", plus a Box
+    entry "noise" [2, 3] of N(5, 2) values (offset and scaled, so its normalisation has work to do) that
+    carry no information. A uniform policy earns 10 / n per episode, the optimal one 10."""
+
+    def __init__(self, n: int = 4, episode_length: int = 10):
+        super().__init__(n, episode_length)
+        self.observation_space = gym.spaces.Dict({
+            "target": gym.spaces.Discrete(n), "noise": gym.spaces.Box(-np.inf, np.inf, (2, 3), np.float32)})
+
+    def _observe(self):
+        self.target = int(self.np_random.integers(self.n))
+        return {"target": self.target, "noise": self.np_random.normal(5.0, 2.0, (2, 3)).astype(np.float32)}
+
+
+class TupleIdentityEnv(DictIdentityEnv):
+    """DictIdentityEnv as a Tuple (target, noise)."""
+
+    def __init__(self, n: int = 4, episode_length: int = 10):
+        super().__init__(n, episode_length)
+        spaces = self.observation_space.spaces
+        self.observation_space = gym.spaces.Tuple((spaces["target"], spaces["noise"]))
+
+    def _observe(self):
+        observation = super()._observe()
+        return observation["target"], observation["noise"]
+
+
+class ObservationSpaceEnv(IdentityEnv):
+    """An IdentityEnv that declares an arbitrary observation space (to test which spaces are rejected)."""
+
+    def __init__(self, observation_space: gym.Space):
+        super().__init__()
+        self.observation_space = observation_space
+
+
 class SpaceEnv(IdentityEnv):
     """An IdentityEnv with an arbitrary action space (to test which spaces are rejected)."""
 

@@ -17,7 +17,7 @@ import gymnasium as gym
 import keras
 import numpy as np
 import pytest
-from envs import FaultyEnv, IdentityEnv, SpaceEnv, one_faulty
+from envs import FaultyEnv, IdentityEnv, ObservationSpaceEnv, SpaceEnv, one_faulty
 
 import keras_a3c
 from keras_a3c.normalization import observation_normalizers
@@ -258,7 +258,12 @@ def test_compile_rejects_bad_values(kwargs, message):
         ("NoSuchEnv-v0", {}, "unknown environment id 'NoSuchEnv-v0'"),
         (lambda: SpaceEnv(gym.spaces.MultiBinary([2, 2])), {}, "MultiBinary action spaces must be 1-D"),
         (lambda: SpaceEnv(gym.spaces.Dict({"a": gym.spaces.Discrete(2)})), {}, "unsupported action space Dict"),
-        (lambda: gym.make("Blackjack-v1"), {}, "unsupported observation space Tuple"),
+        (lambda: ObservationSpaceEnv(gym.spaces.Dict({"inner": gym.spaces.Dict({"x": gym.spaces.Discrete(2)})})), {},
+         "unsupported observation space Dict.*its entry 'inner' is a Dict; keras_a3c supports one level"),
+        (lambda: ObservationSpaceEnv(gym.spaces.Dict({})), {}, "an empty Dict has nothing to observe"),
+        (lambda: ObservationSpaceEnv(gym.spaces.Tuple((gym.spaces.MultiBinary(3),))), {},
+         "its entry 0 is MultiBinary"),
+        (lambda: gym.make("Blackjack-v1"), {}, r"could not be called on observations \(a batch of 2, as a dict"),
         (IdentityEnv, {}, "logits"),  # CartPole's 2-action model against a 4-action env
     ],
 )
