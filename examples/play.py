@@ -51,6 +51,17 @@ def save_gif(frames: list[Image.Image], path: str, fps: float) -> None:
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=max(20, round(1000 / fps)), loop=0)
 
 
+def batch_of_one(observation):
+    """One observation as a batch of one, in its structure (a Dict or Tuple observation: one tensor per
+    entry): a Discrete entry (an integer) as int32, anything else as float32."""
+    if isinstance(observation, dict):
+        return {key: batch_of_one(value) for key, value in observation.items()}
+    if isinstance(observation, tuple):
+        return tuple(batch_of_one(value) for value in observation)
+    x = np.asarray(observation)
+    return tf.constant(x[None], tf.int32 if x.ndim == 0 and np.issubdtype(x.dtype, np.integer) else tf.float32)
+
+
 def main(argv):
     del argv
     policy = tf.saved_model.load(FLAGS.policy)
@@ -63,7 +74,7 @@ def main(argv):
         while not done:
             if recording:
                 frames.append(gif_frame(env.render()))
-            action = policy.serve(tf.constant(obs[None], tf.float32)).numpy()[0]
+            action = policy.serve(batch_of_one(obs)).numpy()[0]
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             done = terminated or truncated

@@ -161,3 +161,16 @@ def test_the_examples_export_onnx_on_request(tmp_path):
     session = onnxruntime.InferenceSession(str(path))
     actions = session.run(["actions"], {"observations": np.zeros((3, 6), np.float32)})[0]
     assert actions.shape == (3,) and actions.dtype == np.int64
+
+
+def test_a_tuple_observation_task_trains_exports_and_plays(tmp_path):
+    """Blackjack-v1 observes a Tuple of three Discrete spaces: train.py learns it with the defaults and
+    play.py plays the exported policy (one int32 input per entry) without keras_a3c."""
+    export_dir = tmp_path / "policy"
+    out = run_example("--env=Blackjack-v1", "--workers=2", "--envs_per_worker=4", "--total_steps=3000",
+                      "--eval_episodes=20", "--verbose=0", f"--export_dir={export_dir}", example=TRAIN)
+    assert out.returncode == 0, out.stderr
+    played = run_example(f"--policy={export_dir}", "--env=Blackjack-v1", "--episodes=20", "--quiet",
+                         example=os.path.join(ROOT, "examples", "play.py"))
+    assert played.returncode == 0, played.stderr
+    assert "20 episodes: mean return" in played.stdout
