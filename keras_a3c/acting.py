@@ -22,10 +22,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_a3c.distributions import for_action_space
+from keras_a3c.distributions import check_action_mask, for_action_space, mask_parts, np_masked_params
 from keras_a3c.networks import LOG_SOFTPLUS_LINEAR_BELOW, GaussianHead
 from keras_a3c.normalization import ObservationNormalization
-from keras_a3c.observations import ObservationCodec
+from keras_a3c.observations import MASK_KEY, ObservationCodec
 
 _NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "linear": lambda x: x,
@@ -173,6 +173,7 @@ class ActionSampler:
 
     def __init__(self, action_space: gym.Space):
         self.distribution = for_action_space(action_space)
+        self.action_space = action_space
         self._low = self._high = None
         self._env_dtype = None
         if isinstance(action_space, gym.spaces.Box):
@@ -194,6 +195,12 @@ class ActionSampler:
         """[B, P] params -> [B, *shape] most likely actions."""
         return self.distribution.np_mode(params)
 
+    def mask(self, params: np.ndarray, mask: np.ndarray, where: str) -> np.ndarray:
+        """Logits [B, P] with the actions `mask` [B, P] forbids made impossible; a row that leaves no valid
+        action is a `ValueError` naming it."""
+        check_action_mask(mask, mask_parts(self.action_space), where)
+        return np_masked_params(params, mask)
+
     def to_env(self, actions: np.ndarray) -> np.ndarray:
         """The action the env is stepped with: clipped to the bounds of a Box; MultiDiscrete and
         MultiBinary actions in the space's dtype."""
@@ -205,15 +212,19 @@ class ActionSampler:
 
 
 class LocalPolicy:
-    """One worker's policy: its own numpy parameters theta', or the shared model."""
+    """One worker's policy: its own numpy parameters theta', or the shared model. With `mask_columns`
+    (where the action mask lies in an observation row, see `ObservationCodec`) invalid actions are
+    never sampled."""
 
     def __init__(
-        self, forward: Forward | None, tf_params: Callable[[np.ndarray], tf.Tensor] | None, sampler: ActionSampler
+        self, forward: Forward | None, tf_params: Callable[[np.ndarray], tf.Tensor] | None, sampler: ActionSampler,
+        mask_columns: slice | None = None,
     ):
         self._forward = forward
         self._tf_params = tf_params
         self._weights: list[np.ndarray] = []
         self.sampler = sampler
+        self.mask_columns = mask_columns
 
     def sync(self, weights: Sequence[tf.Tensor]) -> None:
         """Copy theta' = theta from the shared parameters (only the numpy path keeps a copy)."""
@@ -226,9 +237,12 @@ class LocalPolicy:
             return self._forward(self._weights, obs)[0]
         return self._tf_params(obs).numpy()
 
-    def sample(self, obs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """[B, *obs_shape] float32 -> [B, *action_shape] actions sampled from pi(.|s)."""
-        return self.sampler.sample(self.params(obs), rng)
+    def sample(self, obs: np.ndarray, rng: np.random.Generator, where: str = "acting") -> np.ndarray:
+        """[B, F] observation rows -> [B, *action_shape] actions sampled from pi(.|s) (masked, with a mask)."""
+        params = self.params(obs)
+        if self.mask_columns is not None:
+            params = self.sampler.mask(params, obs[:, self.mask_columns], where)
+        return self.sampler.sample(params, rng)
 
 
 def policy_function(
@@ -245,10 +259,13 @@ def policy_function(
     rng = rng or np.random.default_rng()
 
     def act(observations) -> np.ndarray:
+        rows = codec.flatten(observations)
         if forward is not None:
-            params = forward(weights, codec.flatten(observations))[0]
+            params = forward(weights, rows)[0]
         else:
-            params = np.asarray(network(codec.structure_numpy(codec.flatten(observations)), training=False)[0])
+            params = np.asarray(network(codec.structure_numpy(rows), training=False)[0])
+        if codec.mask_columns is not None:
+            params = sampler.mask(params, rows[:, codec.mask_columns], "policy")
         return sampler.to_env(sampler.mode(params) if deterministic else sampler.sample(params, rng))
 
     return act
@@ -260,9 +277,12 @@ def predict_actions(network: keras.Model, action_space: gym.Space | None, observ
     [B, *obs_shape] (or a dict / tuple of batches for a network with several inputs) -> [B] or [B, D];
     one observation -> one action. Without an action space the
     policy params are read as logits (the Discrete default)."""
-    observations, single = ObservationCodec.for_network(network).batch(observations)
+    codec = ObservationCodec.for_network(network)
+    observations, single = codec.batch(observations)
     params = np.asarray(network(observations, training=False)[0])
     sampler = ActionSampler(action_space or gym.spaces.Discrete(params.shape[1]))
+    if codec.mask_columns is not None:
+        params = sampler.mask(params, np.asarray(observations[MASK_KEY], np.float32), "predict")
     actions = sampler.mode(params) if deterministic else sampler.sample(params, np.random.default_rng(seed))
     actions = sampler.to_env(actions)
     return actions[0] if single else actions

@@ -278,6 +278,41 @@ class Bernoulli(_FromLogits):
 Distribution = type[Categorical] | type[DiagGaussian] | type[Bernoulli] | MultiCategoricalFamily
 
 
+def masked_params(params: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
+    """Logits [N, P] with the entries where `mask` [N, P] is 0 set to the lowest float: those actions get
+    probability exactly 0 (so they are never sampled and their log-probability is never used), and log pi
+    and the entropy stay finite (0 * a finite number, where -inf would give NaN); their gradient is 0."""
+    return tf.where(tf.cast(mask, tf.bool), params, tf.fill(tf.shape(params), params.dtype.min))
+
+
+def np_masked_params(params: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The numpy twin of `masked_params` for acting: a row with no valid action (of a Discrete space, or of
+    any part of a MultiDiscrete one) has nothing to sample, so `mask` must leave at least one per row."""
+    return np.where(mask > 0.5, params, np.finfo(params.dtype).min)
+
+
+def mask_parts(action_space: gym.Space) -> tuple[int, ...]:
+    """The number of actions of each part of a Discrete or MultiDiscrete space, in mask order; any other
+    space cannot be masked (a `ValueError` naming it)."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return (int(action_space.n),)
+    if isinstance(action_space, gym.spaces.MultiDiscrete):
+        return tuple(int(n) for n in action_space.nvec)
+    raise ValueError(f"an action mask needs a Discrete or MultiDiscrete action space, not {action_space}")
+
+
+def check_action_mask(mask: np.ndarray, parts: tuple[int, ...], where: str) -> None:
+    """Raise a `ValueError` naming the first row of `mask` [B, sum(parts)] that leaves some part no valid action."""
+    start = 0
+    for part, n in enumerate(parts):
+        empty = ~(mask[:, start:start + n] > 0.5).any(axis=1)
+        if empty.any():
+            row = int(np.flatnonzero(empty)[0])
+            what = "" if len(parts) == 1 else f" in part {part}"
+            raise ValueError(f"{where}: the action mask of env {row} leaves no valid action{what}: {mask[row]}")
+        start += n
+
+
 def for_action_space(action_space: gym.Space) -> Distribution:
     """The distribution family of an action space: `Discrete` -> `Categorical`, a 1-D float
     `Box` -> `DiagGaussian`, a 1-D `MultiDiscrete` -> `MultiCategoricalFamily`, a 1-D

@@ -13,15 +13,20 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import AutoresetMode, SyncVectorEnv, VectorEnv
 
-from keras_a3c.distributions import for_action_space
-from keras_a3c.observations import leaves_of
+from keras_a3c.distributions import for_action_space, mask_parts
+from keras_a3c.observations import MASK_KEY, leaves_of
 
 EnvSpec = str | Callable[[], gym.Env]
 
 
 def check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
     """Raise a `ValueError` naming the space unless it is one keras_a3c supports."""
-    leaves_of(observation_space)  # raises for anything but a Box, or a Dict / Tuple of Box and Discrete
+    leaves = dict(leaves_of(observation_space))  # raises for anything but a Box, or a Dict / Tuple of them
+    if isinstance(observation_space, gym.spaces.Dict) and MASK_KEY in leaves:
+        width = sum(mask_parts(action_space))  # raises for action spaces that cannot be masked
+        if tuple(leaves[MASK_KEY].shape) != (width,):
+            raise ValueError(f"the observation's {MASK_KEY!r} entry {leaves[MASK_KEY]} must have shape ({width},): "
+                             f"one flag per action of {action_space}")
     for_action_space(action_space)  # raises for anything but Discrete and 1-D Box
 
 

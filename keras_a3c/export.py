@@ -45,9 +45,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_a3c.distributions import Categorical, DiagGaussian, for_action_space
+from keras_a3c.distributions import Categorical, DiagGaussian, for_action_space, masked_params
 from keras_a3c.files import write_atomically
-from keras_a3c.observations import ObservationCodec
+from keras_a3c.observations import MASK_KEY, ObservationCodec
 
 FORMATS = ("saved_model", "tflite", "onnx")
 ONNX_OPSET = 17
@@ -100,6 +100,8 @@ def _write_saved_model(network: keras.Model, path: str, action_space: gym.Space 
 
     def outputs(observations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         params, value = network(observations, training=False)
+        if codec.mask_columns is not None:  # the policy only takes the actions the mask allows
+            params = masked_params(params, observations[MASK_KEY])
         return params, tf.reshape(value, [-1])
 
     def stateless_seed(seed: tf.Tensor) -> tf.Tensor:

@@ -19,10 +19,10 @@ import tensorflow as tf
 
 from keras_a3c import losses
 from keras_a3c.config import A3CConfig
-from keras_a3c.distributions import DiagGaussian, for_action_space
+from keras_a3c.distributions import DiagGaussian, for_action_space, masked_params
 from keras_a3c.metrics import RunningMeans
 from keras_a3c.normalization import observation_normalizers
-from keras_a3c.observations import ObservationCodec
+from keras_a3c.observations import MASK_KEY, ObservationCodec
 from keras_a3c.segment import SegmentLayout
 
 # What each update logs (averaged per epoch): the loss terms, the gradient norm, the critic's fit.
@@ -82,6 +82,8 @@ class Learner:
         with tf.GradientTape() as tape:
             params, values = self.network(inputs, training=True)
             values = tf.reshape(values, [horizon + 1, batch])
+            if isinstance(inputs, dict) and MASK_KEY in inputs:  # the actions the env allowed at each step
+                params = masked_params(params, inputs[MASK_KEY])
             params = tf.reshape(params, [horizon + 1, batch, -1])[:horizon]
             # V(s_{t+1}) of the next observation bootstraps the return; it is a constant.
             rewards = config.reward_scale * segment["rewards"]

@@ -17,7 +17,7 @@ import tensorflow as tf
 from keras_a3c.distributions import for_action_space
 from keras_a3c.envs import check_spaces
 from keras_a3c.normalization import ObservationNormalization
-from keras_a3c.observations import ObservationCodec, leaves_of
+from keras_a3c.observations import MASK_KEY, ObservationCodec, leaves_of
 
 STD_PARAMETERISATIONS = ("state_independent", "softplus")
 # Below this, log(softplus(z)) = z to float32 precision, and softplus(z) itself heads for 0.
@@ -173,7 +173,8 @@ def actor_critic_mlp(
 
 def _structured_inputs(space: gym.spaces.Dict | gym.spaces.Tuple, normalize: bool) -> tuple:
     """One named input per entry of a Dict / Tuple observation (a Box entry normalised and flattened, a
-    Discrete one one-hot encoded), and their features side by side: (inputs as a dict or list, [B, F])."""
+    Discrete one one-hot encoded, a MultiBinary one or the action mask as it is), and their features side
+    by side: (inputs as a dict or list, [B, F])."""
     inputs, features = [], []
     for key, leaf in leaves_of(space):
         name = key if isinstance(space, gym.spaces.Dict) else f"observation_{key}"  # Keras names dict inputs by key
@@ -182,8 +183,10 @@ def _structured_inputs(space: gym.spaces.Dict | gym.spaces.Tuple, normalize: boo
             x = keras.layers.CategoryEncoding(int(leaf.n), output_mode="one_hot", name=f"one_hot_{key}")(tensor)
         else:
             tensor = keras.Input(leaf.shape, name=name)
-            x = ObservationNormalization(observation_key=key, name=f"normalization_{key}")(tensor) if normalize \
-                else tensor
+            # Box entries are normalised; 0/1 flags (MultiBinary entries, the action mask) go in as they are.
+            flags = isinstance(leaf, gym.spaces.MultiBinary) or key == MASK_KEY
+            x = tensor if flags or not normalize else \
+                ObservationNormalization(observation_key=key, name=f"normalization_{key}")(tensor)
             x = keras.layers.Flatten(name=f"flatten_{key}")(x) if len(leaf.shape) != 1 else x
         inputs.append((key, tensor))
         features.append(x)

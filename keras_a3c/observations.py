@@ -1,12 +1,14 @@
-"""How observations travel: flat float32 rows in worker buffers and segments, the space's own structure
-at the network's input.
+"""How observations travel: flat float32 rows in worker buffers and segments, the space's own structure at
+the network's input.
 
-A `Box` observation is one array; a `Dict` or `Tuple` observation (one level of nesting) has one
-leaf per key or position, each a `Box` (any shape) or a `Discrete` (an integer, one-hot encoded inside
-the network by `actor_critic_mlp`). `ObservationCodec` flattens a batch of observations of any of
-these into one float32 row per observation (the leaves side by side, in the space's key order) and
-gives it back to the network in the space's structure: a tensor for `Box`, a dict {key: tensor} for
-`Dict`, a tuple for `Tuple`, each leaf [N, *leaf_shape] (a `Discrete` leaf as int32 [N]).
+A `Box` observation is one array; a `Dict` or `Tuple` observation (one level of nesting) has one leaf
+per key or position, each a `Box` (any shape), a `Discrete` (an integer, one-hot encoded inside the
+network by `actor_critic_mlp`) or a 1-D `MultiBinary`. A Dict entry named `MASK_KEY` is the invalid-
+action mask (see `keras_a3c.distributions.masked_params`). `ObservationCodec` flattens a batch of
+observations of any of these into one float32 row per observation (the leaves side by side, in the
+space's key order) and gives it back to the network in the space's structure: a tensor for `Box`, a dict
+{key: tensor} for `Dict`, a tuple for `Tuple`, each leaf [N, *leaf_shape] (a `Discrete` leaf as int32
+[N]).
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
-Leaf = gym.spaces.Box | gym.spaces.Discrete
+Leaf = gym.spaces.Box | gym.spaces.Discrete | gym.spaces.MultiBinary
+
+# The entry of a Dict observation that holds the invalid-action mask (PettingZoo's convention): 1 where
+# an action may be taken, 0 where not, one flag per logit of a Discrete or MultiDiscrete action space.
+MASK_KEY = "action_mask"
 
 
 def leaves_of(space: gym.Space) -> list[tuple[str | int | None, Leaf]]:
@@ -34,7 +40,8 @@ def leaves_of(space: gym.Space) -> list[tuple[str | int | None, Leaf]]:
     else:
         raise ValueError(
             f"unsupported observation space {space}: keras_a3c needs a Box observation space, or a Dict or "
-            "Tuple of Box and Discrete spaces (or wrap the env, e.g. with gymnasium.wrappers.FlattenObservation)"
+            "Tuple of Box, Discrete and MultiBinary spaces (or wrap the env, e.g. with "
+            "gymnasium.wrappers.FlattenObservation)"
         )
     if not leaves:
         raise ValueError(f"unsupported observation space {space}: an empty {type(space).__name__} has nothing "
@@ -45,9 +52,11 @@ def leaves_of(space: gym.Space) -> list[tuple[str | int | None, Leaf]]:
                              "keras_a3c supports one level of nesting (flatten the inner one with a wrapper)")
         if isinstance(leaf, gym.spaces.Discrete) and int(leaf.start) != 0:
             raise ValueError(f"unsupported observation space {space}: its entry {key!r}, {leaf}, must start at 0")
-        if not isinstance(leaf, (gym.spaces.Box, gym.spaces.Discrete)):
+        if isinstance(leaf, gym.spaces.MultiBinary) and len(leaf.shape) != 1:
+            raise ValueError(f"unsupported observation space {space}: its entry {key!r}, {leaf}, must be 1-D")
+        if not isinstance(leaf, (gym.spaces.Box, gym.spaces.Discrete, gym.spaces.MultiBinary)):
             raise ValueError(f"unsupported observation space {space}: its entry {key!r} is {leaf}; the entries of "
-                             "a Dict or Tuple observation must be Box or Discrete spaces")
+                             "a Dict or Tuple observation must be Box, Discrete or MultiBinary spaces")
     return leaves
 
 
@@ -68,6 +77,10 @@ class ObservationCodec:
         self.sizes = [math.prod(shape) for shape in self.shapes]
         self.size = sum(self.sizes)
         self._splits = list(np.cumsum(self.sizes)[:-1])
+        self.mask_columns: slice | None = None  # where the action mask lies in a flat row, if there is one
+        if structure == "dict" and MASK_KEY in self.keys:
+            start = sum(self.sizes[:self.keys.index(MASK_KEY)])
+            self.mask_columns = slice(start, start + self.sizes[self.keys.index(MASK_KEY)])
 
     @classmethod
     def for_space(cls, space: gym.Space) -> ObservationCodec:

@@ -161,7 +161,7 @@ class Trainer:
                 Worker(
                     worker_id=i,
                     env=make_vector_env(self.env, batch),
-                    policy=LocalPolicy(forward, tf_params, sampler),
+                    policy=LocalPolicy(forward, tf_params, sampler, codec.mask_columns),
                     train_function=train_function,
                     initial_weights=initial_weights,
                     state=state,

@@ -97,7 +97,7 @@ class Worker(threading.Thread):
         while not self.state.stop.is_set():
             for t in range(T):
                 observations[t] = obs
-                action = self.policy.sample(obs, self.rng)
+                action = self.policy.sample(obs, self.rng, where)
                 raw, reward, term, trunc, _ = env.step(sampler.to_env(action))
                 obs = flatten(raw)
                 vector_steps += 1

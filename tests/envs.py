@@ -180,6 +180,34 @@ class TupleIdentityEnv(DictIdentityEnv):
         return observation["target"], observation["noise"]
 
 
+class MaskedIdentityEnv(IdentityEnv):
+    """A Dict observation {"target", "action_mask"}: each step 3 of the 6 actions are valid (the mask) and
+    the target is one of them. Reward 1 for the target, 0 for another valid action; an invalid action ends
+    the episode with reward -1 (and is counted in `MaskedIdentityEnv.invalid_actions`, over all copies).
+    A uniform policy over the valid actions earns 10 / 3 per episode, the optimal one 10."""
+
+    invalid_actions = 0
+
+    def __init__(self, n: int = 6, episode_length: int = 10, mask_dtype=np.int8):
+        super().__init__(n, episode_length)
+        self.mask_dtype = mask_dtype
+        self.observation_space = gym.spaces.Dict({
+            "target": gym.spaces.Discrete(n), "action_mask": gym.spaces.Box(0, 1, (n,), mask_dtype)})
+
+    def _observe(self):
+        valid = self.np_random.choice(self.n, 3, replace=False)
+        self.mask = np.zeros(self.n, self.mask_dtype)
+        self.mask[valid] = 1
+        self.target = int(valid[0])
+        return {"target": self.target, "action_mask": self.mask.copy()}
+
+    def step(self, action):
+        if not self.mask[action]:
+            MaskedIdentityEnv.invalid_actions += 1
+            return self._observe(), -1.0, True, False, {}
+        return super().step(action)
+
+
 class ObservationSpaceEnv(IdentityEnv):
     """An IdentityEnv that declares an arbitrary observation space (to test which spaces are rejected)."""
 

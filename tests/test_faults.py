@@ -261,8 +261,8 @@ def test_compile_rejects_bad_values(kwargs, message):
         (lambda: ObservationSpaceEnv(gym.spaces.Dict({"inner": gym.spaces.Dict({"x": gym.spaces.Discrete(2)})})), {},
          "unsupported observation space Dict.*its entry 'inner' is a Dict; keras_a3c supports one level"),
         (lambda: ObservationSpaceEnv(gym.spaces.Dict({})), {}, "an empty Dict has nothing to observe"),
-        (lambda: ObservationSpaceEnv(gym.spaces.Tuple((gym.spaces.MultiBinary(3),))), {},
-         "its entry 0 is MultiBinary"),
+        (lambda: ObservationSpaceEnv(gym.spaces.Tuple((gym.spaces.MultiDiscrete([3, 2]),))), {},
+         "its entry 0 is MultiDiscrete"),
         (lambda: gym.make("Blackjack-v1"), {}, r"could not be called on observations \(a batch of 2, as a dict"),
         (IdentityEnv, {}, "logits"),  # CartPole's 2-action model against a 4-action env
     ],
