@@ -103,3 +103,12 @@ def test_pendulum_drift_smoke_run(tmp_path):
     run = json.loads(out.read_text())
     assert run["action_bound_coef"] == 0.0 and len(run["epochs"]) >= 2
     assert {"env_steps", "episode_return", "outside_bounds", "mean_abs_mean", "log_std"} <= set(run["epochs"][0])
+
+
+def test_spaces_smoke_run(tmp_path):
+    out = tmp_path / "spaces.jsonl"
+    proc = run_script("spaces", "--tasks=masked", "--steps=2000", f"--json={out}")
+    assert "masked seed 0: eval" in proc.stdout
+    run = json.loads(out.read_text())
+    assert run["env_steps"] >= 2000 and run["observations_checked"] > 0
+    assert run["exports_match_predict"] == {"saved_model": True, "onnx": True}
