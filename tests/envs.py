@@ -208,6 +208,17 @@ class MaskedIdentityEnv(IdentityEnv):
         return super().step(action)
 
 
+class DictObservation(gym.ObservationWrapper):
+    """Any env observed as a Dict {"x": its observation, "flag": Discrete(2), always 1}."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        self.observation_space = gym.spaces.Dict({"x": env.observation_space, "flag": gym.spaces.Discrete(2)})
+
+    def observation(self, observation):
+        return {"x": observation, "flag": 1}
+
+
 class ObservationSpaceEnv(IdentityEnv):
     """An IdentityEnv that declares an arbitrary observation space (to test which spaces are rejected)."""
 

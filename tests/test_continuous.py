@@ -11,6 +11,7 @@ import tensorflow as tf
 from envs import (
     BeyondTheBoundEnv,
     ContinuousIdentityEnv,
+    DictObservation,
     IdentityEnv,
     MultiBinaryIdentityEnv,
     MultiDiscreteIdentityEnv,
@@ -103,9 +104,19 @@ ACTION_SPACE_KINDS = {
 }
 
 
+def observation_batch(space: gym.Space, n: int):
+    """n observations of a Box space, or of DictObservation's Dict: {"x": ..., "flag": int32}."""
+    rng = np.random.default_rng(0)
+    if isinstance(space, gym.spaces.Dict):
+        return {"x": observation_batch(space["x"], n), "flag": rng.integers(0, 2, n).astype(np.int32)}
+    return rng.uniform(-1.0, 1.0, (n, *space.shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("observed", ["box", "dict"])
 @pytest.mark.parametrize("kind", list(ACTION_SPACE_KINDS))
-def test_every_action_space_kind_fits_exports_and_reloads(kind, tmp_path):
-    env_fn = ACTION_SPACE_KINDS[kind]
+def test_every_action_space_kind_fits_exports_and_reloads(kind, observed, tmp_path):
+    """Every action space x a Box and a Dict observation x SavedModel, TFLite and ONNX."""
+    env_fn = ACTION_SPACE_KINDS[kind] if observed == "box" else lambda: DictObservation(ACTION_SPACE_KINDS[kind]())
     env = env_fn()
     # A wide initial std (e^1.5 ~ 4.5) samples far outside [-1, 1]: the env asserts it only sees clipped actions.
     agent = keras_a3c.A3C(keras_a3c.actor_critic_mlp(env.observation_space, env.action_space, (16,), log_std_init=1.5))
@@ -120,11 +131,13 @@ def test_every_action_space_kind_fits_exports_and_reloads(kind, tmp_path):
     path = tmp_path / "policy"
     agent.export(str(path))
     policy = tf.saved_model.load(str(path))
-    obs = np.random.default_rng(0).uniform(-1.0, 1.0, (32, *env.observation_space.shape)).astype(np.float32)
-    served = policy.serve(tf.constant(obs)).numpy()
+    obs = observation_batch(env.observation_space, 32)
+    one = {key: value[0] for key, value in obs.items()} if observed == "dict" else obs[0]
+    tf_obs = tf.nest.map_structure(tf.constant, obs)
+    served = policy.serve(tf_obs).numpy()
     params, values = agent.network(obs)
-    np.testing.assert_allclose(policy.value(tf.constant(obs)), np.ravel(values), atol=1e-5)
-    np.testing.assert_allclose(policy.action_distribution(tf.constant(obs)), params, atol=1e-5)
+    np.testing.assert_allclose(policy.value(tf_obs), np.ravel(values), atol=1e-5)
+    np.testing.assert_allclose(policy.action_distribution(tf_obs), params, atol=1e-5)
     if kind == "discrete":
         assert served.shape == (32,) and served.dtype == np.int64
         np.testing.assert_array_equal(served, agent.predict(obs))
@@ -133,10 +146,10 @@ def test_every_action_space_kind_fits_exports_and_reloads(kind, tmp_path):
         assert served.shape == (32, width) and served.dtype == np.int64
         assert all(env.action_space.contains(a) for a in served)
         np.testing.assert_array_equal(served, agent.predict(obs))
-        assert agent.predict(obs[0]).shape == (width,)
-        sampled = policy.sample(tf.constant(obs), tf.constant(3, tf.int64)).numpy()
+        assert agent.predict(one).shape == (width,)
+        sampled = policy.sample(tf_obs, tf.constant(3, tf.int64)).numpy()
         assert sampled.shape == (32, width) and all(env.action_space.contains(a) for a in sampled)
-        np.testing.assert_array_equal(sampled, policy.sample(tf.constant(obs), tf.constant(3, tf.int64)))
+        np.testing.assert_array_equal(sampled, policy.sample(tf_obs, tf.constant(3, tf.int64)))
         assert all(env.action_space.contains(a) for a in agent.predict(obs, deterministic=False, seed=0))
     else:
         dim = env.action_space.shape[0]
@@ -144,7 +157,7 @@ def test_every_action_space_kind_fits_exports_and_reloads(kind, tmp_path):
         assert all(env.action_space.contains(a) for a in served)
         np.testing.assert_allclose(served, np.clip(params[:, :dim], -1.0, 1.0), atol=1e-6)
         np.testing.assert_allclose(served, agent.predict(obs), atol=1e-6)
-        assert agent.predict(obs[0]).shape == (dim,)
+        assert agent.predict(one).shape == (dim,)
         sampled = agent.predict(obs, deterministic=False, seed=0)
         assert all(env.action_space.contains(a) for a in sampled)
         assert not np.allclose(sampled, served)
@@ -154,11 +167,14 @@ def test_every_action_space_kind_fits_exports_and_reloads(kind, tmp_path):
     assert loaded.action_space == env.action_space
     np.testing.assert_array_equal(loaded.predict(obs), agent.predict(obs))
 
+    named = obs if observed == "dict" else {"observations": obs}  # the exports' inputs, by name
     agent.export(str(tmp_path / "policy.tflite"), format="tflite")
     interpreter = tflite_interpreter(str(tmp_path / "policy.tflite"))
-    interpreter.resize_tensor_input(interpreter.get_input_details()[0]["index"], obs.shape)
+    for detail in interpreter.get_input_details():  # named "serve_<input name>:0"
+        name = detail["name"].removeprefix("serve_").rsplit(":", 1)[0]
+        interpreter.resize_tensor_input(detail["index"], named[name].shape)
     interpreter.allocate_tensors()
-    lite = interpreter.get_signature_runner("serve")(observations=obs)["actions"]
+    lite = interpreter.get_signature_runner("serve")(**named)["actions"]
     assert lite.dtype == served.dtype and lite.shape == served.shape
     np.testing.assert_allclose(lite, served, atol=1e-5)
 
@@ -166,7 +182,7 @@ def test_every_action_space_kind_fits_exports_and_reloads(kind, tmp_path):
     pytest.importorskip("tf2onnx")
     agent.export(str(tmp_path / "policy.onnx"), format="onnx")
     session = onnxruntime.InferenceSession(str(tmp_path / "policy.onnx"))
-    onnx_actions = session.run(["actions"], {"observations": obs})[0]
+    onnx_actions = session.run(["actions"], named)[0]
     assert onnx_actions.dtype == served.dtype and onnx_actions.shape == served.shape
     np.testing.assert_allclose(onnx_actions, served, atol=1e-5)
 
