@@ -12,7 +12,8 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from absl import app
@@ -99,6 +100,16 @@ def in_subprocess(script: str, spec: dict) -> dict:
             raise RuntimeError(f"benchmark run {spec} failed:\n{proc.stderr[-3000:]}")
         with open(out) as f:
             return json.load(f)
+
+
+def run_specs(script: str, specs: list[dict], json_path: str, parallel: int = 1) -> Iterator[dict]:
+    """Each spec in a fresh process (`in_subprocess`), `parallel` at a time; yields the results in the
+    order of `specs`, each appended to `json_path` (without the child's scratch path `out`) as it arrives."""
+    with ThreadPoolExecutor(parallel) as pool:
+        for result in pool.map(lambda spec: in_subprocess(script, spec), specs):
+            result = {key: value for key, value in result.items() if key != "out"}
+            append_run(json_path, result)
+            yield result
 
 
 def run_if_child(spec_json: str | None, run: Callable[[dict], dict]) -> bool:

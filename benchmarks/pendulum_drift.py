@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import append_run, evaluate_episodes, in_subprocess, run_if_child  # noqa: E402
+from common import evaluate_episodes, run_if_child, run_specs  # noqa: E402
 
 ENV_ID = "Pendulum-v1"
 BOUND = 2.0  # Pendulum's torque bound
@@ -79,14 +78,12 @@ def main(argv):
         return
     specs = [{"seed": seed, "steps": FLAGS.steps, "action_bound_coef": FLAGS.action_bound_coef}
              for seed in range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds)]
-    with ThreadPoolExecutor(FLAGS.parallel) as pool:
-        for result in pool.map(lambda spec: in_subprocess(__file__, spec), specs):
-            append_run(FLAGS.json, {k: v for k, v in result.items() if k != "out"})
-            late = result["epochs"][len(result["epochs"]) // 2:]
-            print(f"seed {result['seed']} action_bound_coef {result['action_bound_coef']}: eval "
-                  f"{result['eval_mean']:.1f}; second half: outside the bounds at most "
-                  f"{max(e['outside_bounds'] for e in late):.0%}, mean |mean| at most "
-                  f"{max(e['mean_abs_mean'] for e in late):.2f}; {result['seconds']:.0f} s", flush=True)
+    for result in run_specs(__file__, specs, FLAGS.json, FLAGS.parallel):
+        late = result["epochs"][len(result["epochs"]) // 2:]
+        print(f"seed {result['seed']} action_bound_coef {result['action_bound_coef']}: eval "
+              f"{result['eval_mean']:.1f}; second half: outside the bounds at most "
+              f"{max(e['outside_bounds'] for e in late):.0%}, mean |mean| at most "
+              f"{max(e['mean_abs_mean'] for e in late):.2f}; {result['seconds']:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

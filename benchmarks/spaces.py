@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,7 +25,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import gymnasium as gym  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import EVAL_SEED, append_run, in_subprocess, run_if_child  # noqa: E402
+from common import EVAL_SEED, run_if_child, run_specs  # noqa: E402
 
 FLAGS = flags.FLAGS
 TASKS = {"dict_cartpole": 500_000, "multidiscrete": 100_000, "masked": 100_000}
@@ -174,13 +173,11 @@ def main(argv):
         return
     specs = [{"task": task, "seed": seed, "steps": FLAGS.steps or TASKS[task]}
              for task in FLAGS.tasks for seed in range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds)]
-    with ThreadPoolExecutor(FLAGS.parallel) as pool:
-        for result in pool.map(lambda spec: in_subprocess(__file__, spec), specs):
-            append_run(FLAGS.json, {k: v for k, v in result.items() if k != "out"})
-            print(f"{result['task']} seed {result['seed']}: eval {result['eval_mean']:.1f} +/- "
-                  f"{result['eval_std']:.1f} after {result['env_steps']:,} env steps, {result['seconds']:.0f} s; "
-                  f"exports give predict's actions on {result['observations_checked']} observations: "
-                  f"{result['exports_match_predict']}", flush=True)
+    for result in run_specs(__file__, specs, FLAGS.json, FLAGS.parallel):
+        print(f"{result['task']} seed {result['seed']}: eval {result['eval_mean']:.1f} +/- "
+              f"{result['eval_std']:.1f} after {result['env_steps']:,} env steps, {result['seconds']:.0f} s; "
+              f"exports give predict's actions on {result['observations_checked']} observations: "
+              f"{result['exports_match_predict']}", flush=True)
 
 
 if __name__ == "__main__":

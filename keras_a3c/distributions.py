@@ -205,12 +205,6 @@ class MultiCategoricalFamily:
         self.nvec = tuple(int(n) for n in nvec)
         self._splits = np.cumsum(self.nvec)[:-1]
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, MultiCategoricalFamily) and other.nvec == self.nvec
-
-    def __hash__(self) -> int:
-        return hash(self.nvec)
-
     def from_params(self, params: tf.Tensor) -> MultiCategorical:
         """params: the logits [N, sum(nvec)]."""
         return MultiCategorical(params, self.nvec)

@@ -31,8 +31,8 @@ one graph of the deterministic endpoints, opset ONNX_OPSET: input `observations`
 [batch, *obs_shape], outputs `actions` (as `serve`), `logits` or `mean_and_log_std` (as
 `action_distribution`) and `value`. Run it with onnxruntime, no TensorFlow needed:
 
-    session = onnxruntime.InferenceSession("policy.onnx")
-    actions = session.run(["actions"], {"observations": observations})[0]
+    onnx_policy = onnxruntime.InferenceSession("policy.onnx")
+    actions = onnx_policy.run(["actions"], {"observations": observations})[0]
 """
 
 from __future__ import annotations

@@ -181,8 +181,8 @@ def test_every_action_space_kind_fits_exports_and_reloads(kind, observed, tmp_pa
     onnxruntime = pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
     agent.export(str(tmp_path / "policy.onnx"), format="onnx")
-    session = onnxruntime.InferenceSession(str(tmp_path / "policy.onnx"))
-    onnx_actions = session.run(["actions"], named)[0]
+    onnx_policy = onnxruntime.InferenceSession(str(tmp_path / "policy.onnx"))
+    onnx_actions = onnx_policy.run(["actions"], named)[0]
     assert onnx_actions.dtype == served.dtype and onnx_actions.shape == served.shape
     np.testing.assert_allclose(onnx_actions, served, atol=1e-5)
 

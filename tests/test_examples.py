@@ -158,8 +158,8 @@ def test_the_examples_export_onnx_on_request(tmp_path):
                       "--eval_episodes=1", "--verbose=0", f"--export_dir={path}", "--export_format=onnx", example=TRAIN)
     assert out.returncode == 0, out.stderr
     assert f"exported the policy to {path} (onnx)" in out.stdout
-    session = onnxruntime.InferenceSession(str(path))
-    actions = session.run(["actions"], {"observations": np.zeros((3, 6), np.float32)})[0]
+    onnx_policy = onnxruntime.InferenceSession(str(path))
+    actions = onnx_policy.run(["actions"], {"observations": np.zeros((3, 6), np.float32)})[0]
     assert actions.shape == (3,) and actions.dtype == np.int64
 
 

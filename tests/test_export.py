@@ -199,12 +199,13 @@ RUN_ONNX_WITHOUT_TENSORFLOW = """
 import json, sys
 import numpy as np
 import onnxruntime
-session = onnxruntime.InferenceSession(sys.argv[1])
+onnx_policy = onnxruntime.InferenceSession(sys.argv[1])
 obs = np.array(json.loads(sys.argv[2]), np.float32)
-outputs = session.run(None, {"observations": obs})
+outputs = onnx_policy.run(None, {"observations": obs})
 print(json.dumps({
-    "inputs": [i.name for i in session.get_inputs()],
-    "outputs": {o.name: {"value": v.tolist(), "dtype": v.dtype.name} for o, v in zip(session.get_outputs(), outputs)},
+    "inputs": [i.name for i in onnx_policy.get_inputs()],
+    "outputs": {o.name: {"value": v.tolist(), "dtype": v.dtype.name}
+                for o, v in zip(onnx_policy.get_outputs(), outputs)},
     "imported": sorted(m for m in ("tensorflow", "keras", "keras_a3c") if m in sys.modules),
 }))
 """

@@ -70,9 +70,9 @@ def test_a_masked_task_learns_and_never_takes_an_invalid_action(tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
     agent.export(str(tmp_path / "policy.onnx"), format="onnx")
-    session = onnxruntime.InferenceSession(str(tmp_path / "policy.onnx"))
+    onnx_policy = onnxruntime.InferenceSession(str(tmp_path / "policy.onnx"))
     feed = {"target": obs["target"].astype(np.int32), "action_mask": mask.astype(np.float32)}
-    np.testing.assert_array_equal(session.run(["actions"], feed)[0], served)
+    np.testing.assert_array_equal(onnx_policy.run(["actions"], feed)[0], served)
 
 
 def test_a_mask_with_no_valid_action_is_a_clear_error():

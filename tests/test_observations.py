@@ -146,7 +146,7 @@ def test_the_exported_dict_policy_takes_one_named_input_per_entry(tmp_path):
     onnxruntime = pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
     agent.export(str(tmp_path / "policy.onnx"), format="onnx")
-    session = onnxruntime.InferenceSession(str(tmp_path / "policy.onnx"))
-    assert sorted(i.name for i in session.get_inputs()) == ["noise", "target"]
+    onnx_policy = onnxruntime.InferenceSession(str(tmp_path / "policy.onnx"))
+    assert sorted(i.name for i in onnx_policy.get_inputs()) == ["noise", "target"]
     feed = {"target": obs["target"].astype(np.int32), "noise": obs["noise"]}
-    np.testing.assert_array_equal(session.run(["actions"], feed)[0], expected)
+    np.testing.assert_array_equal(onnx_policy.run(["actions"], feed)[0], expected)
