@@ -37,6 +37,7 @@ _NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 
 Forward = Callable[[Sequence[np.ndarray], np.ndarray], tuple[np.ndarray, np.ndarray]]
 Head = Callable[[Sequence[np.ndarray], np.ndarray], np.ndarray]
+RowsToParams = Callable[[Sequence[np.ndarray]], np.ndarray]
 
 
 def weights_of(network: keras.Model) -> list[np.ndarray]:
@@ -211,37 +212,52 @@ class ActionSampler:
         return actions
 
 
+def compiled_params(network: keras.Model, codec: ObservationCodec, batch: int) -> RowsToParams:
+    """The shared network's policy params as one compiled call, traced here: observation rows of `codec`
+    ([batch, F_g] each) -> [batch, P]. Rows of several dtypes cross into TensorFlow as one float32 array
+    (each input bound costs ~50 us, several times the numpy concatenation), one row in its own dtype."""
+    if len(codec.groups) == 1:
+        function = tf.function(lambda row: network(codec.structure([row]))[0], input_signature=codec.row_specs(batch))
+        function.get_concrete_function()
+        return lambda rows: function(rows[0]).numpy()
+    sizes = codec.group_sizes
+    function = tf.function(lambda flat: network(codec.structure(tf.split(flat, sizes, axis=1)))[0],
+                           input_signature=[tf.TensorSpec([batch, sum(sizes)], tf.float32)])
+    function.get_concrete_function()
+    return lambda rows: function(np.concatenate(rows, axis=1, dtype=np.float32)).numpy()
+
+
 class LocalPolicy:
-    """One worker's policy: its own numpy parameters theta', or the shared model. With `mask_columns`
-    (where the action mask lies in an observation row, see `ObservationCodec`) invalid actions are
+    """One worker's policy: its own numpy parameters theta', or the shared model. It acts on observation
+    rows of `codec` (see `keras_a3c.observations`); with an action mask among them, invalid actions are
     never sampled."""
 
     def __init__(
-        self, forward: Forward | None, tf_params: Callable[[np.ndarray], tf.Tensor] | None, sampler: ActionSampler,
-        mask_columns: slice | None = None,
+        self, forward: Forward | None, tf_params: RowsToParams | None, sampler: ActionSampler,
+        codec: ObservationCodec,
     ):
         self._forward = forward
         self._tf_params = tf_params
         self._weights: list[np.ndarray] = []
         self.sampler = sampler
-        self.mask_columns = mask_columns
+        self.codec = codec
 
     def sync(self, weights: Sequence[tf.Tensor]) -> None:
         """Copy theta' = theta from the shared parameters (only the numpy path keeps a copy)."""
         if self._forward is not None:
             self._weights = [np.asarray(w) for w in weights]
 
-    def params(self, obs: np.ndarray) -> np.ndarray:
-        """[B, *obs_shape] float32 -> [B, P] policy params (logits, or Gaussian mean and log std)."""
+    def params(self, rows: Sequence[np.ndarray]) -> np.ndarray:
+        """Observation rows ([B, F_g] each) -> [B, P] policy params (logits, or Gaussian mean and log std)."""
         if self._forward is not None:
-            return self._forward(self._weights, obs)[0]
-        return self._tf_params(obs).numpy()
+            return self._forward(self._weights, self.codec.structure_numpy(rows))[0]
+        return self._tf_params(rows)
 
-    def sample(self, obs: np.ndarray, rng: np.random.Generator, where: str = "acting") -> np.ndarray:
-        """[B, F] observation rows -> [B, *action_shape] actions sampled from pi(.|s) (masked, with a mask)."""
-        params = self.params(obs)
-        if self.mask_columns is not None:
-            params = self.sampler.mask(params, obs[:, self.mask_columns], where)
+    def sample(self, rows: Sequence[np.ndarray], rng: np.random.Generator, where: str = "acting") -> np.ndarray:
+        """Observation rows -> [B, *action_shape] actions sampled from pi(.|s) (masked, with a mask)."""
+        params = self.params(rows)
+        if self.codec.masked:
+            params = self.sampler.mask(params, self.codec.mask(rows), where)
         return self.sampler.sample(params, rng)
 
 
@@ -259,13 +275,13 @@ def policy_function(
     rng = rng or np.random.default_rng()
 
     def act(observations) -> np.ndarray:
-        rows = codec.flatten(observations)
+        rows = codec.rows(observations)
         if forward is not None:
-            params = forward(weights, rows)[0]
+            params = forward(weights, codec.structure_numpy(rows))[0]
         else:
             params = np.asarray(network(codec.structure_numpy(rows), training=False)[0])
-        if codec.mask_columns is not None:
-            params = sampler.mask(params, rows[:, codec.mask_columns], "policy")
+        if codec.masked:
+            params = sampler.mask(params, codec.mask(rows), "policy")
         return sampler.to_env(sampler.mode(params) if deterministic else sampler.sample(params, rng))
 
     return act
@@ -281,7 +297,7 @@ def predict_actions(network: keras.Model, action_space: gym.Space | None, observ
     observations, single = codec.batch(observations)
     params = np.asarray(network(observations, training=False)[0])
     sampler = ActionSampler(action_space or gym.spaces.Discrete(params.shape[1]))
-    if codec.mask_columns is not None:
+    if codec.masked:
         params = sampler.mask(params, np.asarray(observations[MASK_KEY], np.float32), "predict")
     actions = sampler.mode(params) if deterministic else sampler.sample(params, np.random.default_rng(seed))
     actions = sampler.to_env(actions)

@@ -1,4 +1,5 @@
-"""Environment plumbing: what a worker steps is a batch of envs (a gymnasium VectorEnv).
+"""Environment plumbing: what a worker steps is a batch of envs (a gymnasium VectorEnv), and the
+`ActionMaskFromInfo` wrapper for envs that give their action mask in `info`.
 
 Vector envs use gymnasium's default next-step autoreset: the step after an episode
 ends resets that sub-environment, ignores its action and returns reward 0. Such a
@@ -74,3 +75,46 @@ def check_finite(name: str, values: np.ndarray, where: str) -> None:
     if not np.isfinite(values).all():
         index = tuple(int(i) for i in np.argwhere(~np.isfinite(values))[0])
         raise FloatingPointError(f"{where}: {name} has a non-finite value {values[index]} at index {index}")
+
+
+class ActionMaskFromInfo(gym.Wrapper):
+    """Moves the invalid-action mask an env gives in `info["action_mask"]` (gymnasium's Taxi, ...) into
+    its observation, where keras_a3c reads it (see `keras_a3c.observations.MASK_KEY`).
+
+    The observation becomes a Dict {"observation": the env's observation, "action_mask": MultiBinary(A)}
+    (A: one flag per action of a Discrete space, per logit of a MultiDiscrete one), or, when the env's
+    observation is already a Dict, that Dict with an "action_mask" entry more. A reset or step whose info
+    has no mask is a `ValueError`.
+    """
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        mask_space = gym.spaces.MultiBinary(sum(mask_parts(env.action_space)))  # raises if nothing to mask
+        inner = env.observation_space
+        if isinstance(inner, gym.spaces.Dict):
+            if MASK_KEY in inner.spaces:
+                raise ValueError(f"the observation space {inner} already has an {MASK_KEY!r} entry")
+            self.observation_space = gym.spaces.Dict({**inner.spaces, MASK_KEY: mask_space})
+        else:
+            self.observation_space = gym.spaces.Dict({"observation": inner, MASK_KEY: mask_space})
+        self._width = mask_space.n
+
+    def _observe(self, observation, info: dict, where: str) -> dict:
+        if MASK_KEY not in info:
+            raise ValueError(f"{self.env} gave no info[{MASK_KEY!r}] at {where}; ActionMaskFromInfo needs one at "
+                             "every reset and step")
+        mask = np.asarray(info[MASK_KEY]).astype(np.int8).reshape(-1)
+        if mask.shape != (self._width,):
+            raise ValueError(f"{self.env} gave an info[{MASK_KEY!r}] of shape {mask.shape} at {where}; "
+                             f"{self.action_space} needs ({self._width},)")
+        if isinstance(self.env.observation_space, gym.spaces.Dict):
+            return {**observation, MASK_KEY: mask}
+        return {"observation": observation, MASK_KEY: mask}
+
+    def reset(self, **kwargs):
+        observation, info = self.env.reset(**kwargs)
+        return self._observe(observation, info, "reset"), info
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        return self._observe(observation, info, "a step"), reward, terminated, truncated, info

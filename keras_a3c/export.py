@@ -100,7 +100,7 @@ def _write_saved_model(network: keras.Model, path: str, action_space: gym.Space 
 
     def outputs(observations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         params, value = network(observations, training=False)
-        if codec.mask_columns is not None:  # the policy only takes the actions the mask allows
+        if codec.masked:  # the policy only takes the actions the mask allows
             params = masked_params(params, observations[MASK_KEY])
         return params, tf.reshape(value, [-1])
 

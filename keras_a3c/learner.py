@@ -29,7 +29,7 @@ from keras_a3c.segment import SegmentLayout
 UPDATE_LOGS = ("loss", "policy_loss", "value_loss", "entropy", "grad_norm", "explained_variance")
 _NOT_FINITE = "not finite: A3C "
 
-TrainFunction = Callable[[np.ndarray], list[np.ndarray]]
+TrainFunction = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
 class Learner:
@@ -67,9 +67,9 @@ class Learner:
             [T, B] (Discrete) or [T, B, D] (Box), rewards [T, B], terminated [T, B], truncated
             [T, B] and valid [T, B] (see `keras_a3c.segment`).
           action_space: the env's action space.
-          codec: given, the observations are flat rows [T+1, B, F] that it gives back to the network in
-            the observation space's structure (a Dict or Tuple observation); None: they are the network's
-            input [T+1, B, *obs] as they are.
+          codec: given, the observations are rows (a list of [T+1, B, F_g], one per storage dtype, see
+            `keras_a3c.observations`) that it gives back to the network in the observation space's
+            structure; None: they are the network's input [T+1, B, *obs] as they are.
         """
         config = self.config
         distribution = for_action_space(action_space)
@@ -77,8 +77,10 @@ class Learner:
         horizon, batch = segment["rewards"].shape
         n = horizon * batch
         variables = self.network.trainable_variables
-        rows = tf.reshape(observations, [(horizon + 1) * batch, *observations.shape[2:]])
-        inputs = rows if codec is None else codec.structure(rows)
+        if codec is None:
+            inputs = tf.reshape(observations, [(horizon + 1) * batch, *observations.shape[2:]])
+        else:
+            inputs = codec.structure([tf.reshape(row, [(horizon + 1) * batch, row.shape[-1]]) for row in observations])
         with tf.GradientTape() as tape:
             params, values = self.network(inputs, training=True)
             values = tf.reshape(values, [horizon + 1, batch])
@@ -133,32 +135,32 @@ class Learner:
             self.logs.update_state({**terms, "grad_norm": grad_norm, "explained_variance": explained_variance})
 
     def compile(self, layout: SegmentLayout, batch: int, action_space: gym.Space,
-                codec: ObservationCodec | None = None) -> TrainFunction:
-        """Trace `update` once, on this thread, for packed segments [n_steps + 1, batch, F] (observations
-        as flat rows that `codec` structures, when given).
+                codec: ObservationCodec) -> TrainFunction:
+        """Trace `update` once, on this thread, for the segments of `layout` with `batch` envs (their
+        observation rows are those of `codec`).
 
-        The returned function takes one packed segment and returns the network's weights after
-        the update (trainable or not, in the order of `acting.weights_of`) as float32 numpy arrays
-        (views of one flat copy), for the worker's own copy theta':
-        one tensor crosses the TF boundary each way, which keeps the per-update Python overhead
+        The returned function takes one segment (the arrays of `SegmentLayout.empty`) and returns the
+        network's weights after the update (trainable or not, in the order of `acting.weights_of`) as
+        float32 numpy arrays (views of one flat copy), for the worker's own copy theta': one tensor per
+        segment array crosses the TF boundary, one comes back, which keeps the per-update Python overhead
         small. A non-finite loss or gradient is a `FloatingPointError`; the update is then not applied.
         """
         variables = self.network.weights
 
-        def packed_update(segment):
+        def packed_update(*segment):
             self.update(layout.unpack(segment), action_space, codec)
             return tf.concat([tf.reshape(tf.cast(v, tf.float32), [-1]) for v in variables], axis=0)
 
         self._function = tf.function(
-            packed_update, input_signature=[layout.spec(self.config.n_steps, batch)], autograph=False
+            packed_update, input_signature=layout.specs(self.config.n_steps, batch), autograph=False
         )
         concrete = self._function.get_concrete_function()
         shapes = [tuple(v.shape) for v in variables]
         splits = np.cumsum([math.prod(shape) for shape in shapes])[:-1]
 
-        def train(segment: np.ndarray) -> list[np.ndarray]:
+        def train(segment: list[np.ndarray]) -> list[np.ndarray]:
             try:
-                flat = concrete(tf.constant(segment)).numpy()
+                flat = concrete(*(tf.constant(array) for array in segment)).numpy()
             except tf.errors.InvalidArgumentError as error:
                 if _NOT_FINITE not in error.message:
                     raise

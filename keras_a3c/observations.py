@@ -1,14 +1,16 @@
-"""How observations travel: flat float32 rows in worker buffers and segments, the space's own structure at
-the network's input.
+"""How observations travel: rows in their own dtype in worker buffers and segments, the space's own
+structure at the network's input.
 
 A `Box` observation is one array; a `Dict` or `Tuple` observation (one level of nesting) has one leaf
 per key or position, each a `Box` (any shape), a `Discrete` (an integer, one-hot encoded inside the
 network by `actor_critic_mlp`) or a 1-D `MultiBinary`. A Dict entry named `MASK_KEY` is the invalid-
-action mask (see `keras_a3c.distributions.masked_params`). `ObservationCodec` flattens a batch of
-observations of any of these into one float32 row per observation (the leaves side by side, in the
-space's key order) and gives it back to the network in the space's structure: a tensor for `Box`, a dict
-{key: tensor} for `Dict`, a tuple for `Tuple`, each leaf [N, *leaf_shape] (a `Discrete` leaf as int32
-[N]).
+action mask (see `keras_a3c.distributions.masked_params`). `ObservationCodec` turns a batch of
+observations of any of these into rows: one 2-D array [B, F_g] per storage dtype g, each leaf flattened
+into its dtype's row beside the other leaves of that dtype, in the space's key order. A leaf keeps its
+own dtype (a uint8 image stays 1 byte per pixel in a segment) except that floats are stored as float32
+(the network computes in float32), bool as uint8 and a `Discrete` index as int32. The codec gives rows
+back to the network in the space's structure: a tensor for `Box`, a dict {key: tensor} for `Dict`, a
+tuple for `Tuple`, each leaf float32 [N, *leaf_shape] (a `Discrete` leaf int32 [N]).
 """
 
 from __future__ import annotations
@@ -60,40 +62,63 @@ def leaves_of(space: gym.Space) -> list[tuple[str | int | None, Leaf]]:
     return leaves
 
 
+def storage_dtype(leaf: Leaf) -> np.dtype:
+    """The dtype a leaf of an observation is stored in (see the module docstring)."""
+    if isinstance(leaf, gym.spaces.Discrete):
+        return np.dtype(np.int32)
+    dtype = np.dtype(leaf.dtype)
+    if dtype.kind == "f":
+        return np.dtype(np.float32)
+    return np.dtype(np.uint8) if dtype.kind == "b" else dtype
+
+
 class ObservationCodec:
-    """Flattens observations into float32 rows [B, F] and gives rows back in their structure.
+    """Turns observations into rows, one array [B, F_g] per storage dtype, and gives rows back in their
+    structure.
 
     Args:
-      leaves: (key, shape, integer) of each leaf, in order: key None for a plain array, a dict key, or
-        a position in a tuple; `integer` for a Discrete leaf (shape (), an int32 index at the network).
+      leaves: (key, shape, integer, dtype) of each leaf, in order: key None for a plain array, a dict key
+        or a position in a tuple; `integer` for a Discrete leaf (shape (), an int32 index at the
+        network); `dtype` the leaf's storage dtype.
       structure: "array", "dict" or "tuple".
     """
 
-    def __init__(self, leaves: Sequence[tuple[str | int | None, tuple[int, ...], bool]], structure: str):
-        self.keys = [key for key, _, _ in leaves]
-        self.shapes = [tuple(shape) for _, shape, _ in leaves]
-        self.integer = [integer for _, _, integer in leaves]
+    def __init__(self, leaves: Sequence[tuple[str | int | None, tuple[int, ...], bool, Any]], structure: str):
+        self.keys = [key for key, _, _, _ in leaves]
+        self.shapes = [tuple(shape) for _, shape, _, _ in leaves]
+        self.integer = [integer for _, _, integer, _ in leaves]
+        self.dtypes = [np.dtype(dtype) for _, _, _, dtype in leaves]
         self.structure_kind = structure
         self.sizes = [math.prod(shape) for shape in self.shapes]
-        self.size = sum(self.sizes)
-        self._splits = list(np.cumsum(self.sizes)[:-1])
-        self.mask_columns: slice | None = None  # where the action mask lies in a flat row, if there is one
-        if structure == "dict" and MASK_KEY in self.keys:
-            start = sum(self.sizes[:self.keys.index(MASK_KEY)])
-            self.mask_columns = slice(start, start + self.sizes[self.keys.index(MASK_KEY)])
+        # One row per storage dtype, float32 first (it travels inside the segment's float32 array).
+        float32 = np.dtype(np.float32)
+        self.groups = sorted(dict.fromkeys(self.dtypes), key=lambda dtype: dtype != float32)
+        members = [[i for i, dtype in enumerate(self.dtypes) if dtype == group] for group in self.groups]
+        self.group_sizes = [sum(self.sizes[i] for i in group) for group in members]
+        self._members = members
+        self._where: list[tuple[int, slice]] = [(0, slice(0))] * len(leaves)  # (row, columns) of each leaf
+        for g, group in enumerate(members):
+            start = 0
+            for i in group:
+                self._where[i] = (g, slice(start, start + self.sizes[i]))
+                start += self.sizes[i]
+        self.float_rows = [g for g, dtype in enumerate(self.groups) if dtype.kind == "f"]
+        # Where the action mask lies in the rows, if there is one.
+        self._mask_leaf = self.keys.index(MASK_KEY) if structure == "dict" and MASK_KEY in self.keys else None
+        self.masked = self._mask_leaf is not None
 
     @classmethod
     def for_space(cls, space: gym.Space) -> ObservationCodec:
         """The codec of an observation space (see `leaves_of`)."""
         leaves = [(key, () if isinstance(leaf, gym.spaces.Discrete) else tuple(leaf.shape),
-                   isinstance(leaf, gym.spaces.Discrete)) for key, leaf in leaves_of(space)]
+                   isinstance(leaf, gym.spaces.Discrete), storage_dtype(leaf)) for key, leaf in leaves_of(space)]
         kinds = {gym.spaces.Dict: "dict", gym.spaces.Tuple: "tuple"}
         return cls(leaves, next((kind for t, kind in kinds.items() if isinstance(space, t)), "array"))
 
     @classmethod
     def for_network(cls, network) -> ObservationCodec:
         """The codec of a Keras model's inputs: one input, a dict of inputs or a list of inputs (integer
-        dtypes are Discrete leaves)."""
+        dtypes of shape [B] are Discrete leaves, stored int32; every other input float32)."""
         inputs = network.input
         if isinstance(inputs, dict):
             items, kind = list(inputs.items()), "dict"
@@ -101,9 +126,10 @@ class ObservationCodec:
             items, kind = list(enumerate(inputs)), "tuple"
         else:
             items, kind = [(None, inputs)], "array"
-        # An integer input of shape [B] is a Discrete entry; any other input takes float32 rows.
-        leaves = [(key, tuple(tensor.shape[1:]), "int" in str(tensor.dtype) and len(tensor.shape) == 1)
-                  for key, tensor in items]
+        leaves = []
+        for key, tensor in items:
+            integer = "int" in str(tensor.dtype) and len(tensor.shape) == 1
+            leaves.append((key, tuple(tensor.shape[1:]), integer, np.int32 if integer else np.float32))
         return cls(leaves, kind)
 
     def parts(self, observations: Any) -> list[Any]:
@@ -127,13 +153,17 @@ class ObservationCodec:
             return tuple(parts)
         return parts[0]
 
-    def flatten(self, observations: Any) -> np.ndarray:
-        """A batch of observations (an array [B, *shape], or a dict / tuple of such arrays) -> float32 [B, F]."""
-        parts = [np.asarray(part) for part in self.parts(observations)]
-        batch = parts[0].shape[0]
+    def rows(self, observations: Any) -> tuple[np.ndarray, ...]:
+        """A batch of observations (an array [B, *shape], or a dict / tuple of such arrays) -> rows: one
+        array [B, F_g] per storage dtype (`groups`)."""
+        parts = self.parts(observations)
         if len(parts) == 1:  # the hot path of a Box observation: a view, cast only when needed
-            return parts[0].reshape(batch, -1).astype(np.float32, copy=False)
-        return np.concatenate([part.reshape(batch, -1) for part in parts], axis=1).astype(np.float32, copy=False)
+            part = np.asarray(parts[0])
+            return (part.reshape(part.shape[0], -1).astype(self.groups[0], copy=False),)
+        flat = [np.asarray(part).reshape(len(part), -1) for part in parts]
+        return tuple(flat[members[0]].astype(dtype, copy=False) if len(members) == 1
+                     else np.concatenate([flat[i] for i in members], axis=1, dtype=dtype, casting="unsafe")
+                     for dtype, members in zip(self.groups, self._members, strict=True))
 
     def batch(self, observations: Any) -> tuple[Any, bool]:
         """(a batch in the network's structure, whether one observation was given): takes one observation
@@ -146,21 +176,40 @@ class ObservationCodec:
             if part.shape[1:] != shape:
                 where = "observations" if key is None else f"observations[{key!r}]"
                 raise ValueError(f"{where} must have shape [batch, {', '.join(map(str, shape))}], got {part.shape}")
-        return self.structure_numpy(self.flatten(self.rebuild(parts))), single
+        return self.structure_numpy(self.rows(self.rebuild(parts))), single
 
-    def structure(self, flat: tf.Tensor) -> Any:
-        """float32 rows [N, F] -> the network's input: a tensor, dict or tuple of leaves [N, *leaf_shape]
-        (a Discrete leaf int32 [N])."""
-        parts = tf.split(flat, self.sizes, axis=1) if len(self.sizes) > 1 else [flat]
-        return self.rebuild([tf.cast(tf.round(part[:, 0]), tf.int32) if integer else tf.reshape(part, [-1, *shape])
-                              for part, shape, integer in zip(parts, self.shapes, self.integer, strict=True)])
+    def structure(self, rows: Sequence[tf.Tensor]) -> Any:
+        """Rows (one tensor [N, F_g] per storage dtype) -> the network's input: a tensor, dict or tuple of
+        leaves float32 [N, *leaf_shape] (a Discrete leaf int32 [N])."""
+        leaves = []
+        for (g, columns), shape, integer in zip(self._where, self.shapes, self.integer, strict=True):
+            part = rows[g] if len(self.keys) == 1 else rows[g][:, columns]
+            leaves.append(tf.cast(part[:, 0], tf.int32) if integer
+                          else tf.reshape(tf.cast(part, tf.float32), [-1, *shape]))
+        return self.rebuild(leaves)
 
-    def structure_numpy(self, flat: np.ndarray) -> Any:
+    def structure_numpy(self, rows: Sequence[np.ndarray]) -> Any:
         """The numpy twin of `structure`."""
-        parts = np.split(flat, self._splits, axis=1)
-        return self.rebuild([np.rint(part[:, 0]).astype(np.int32) if integer
-                              else part.reshape(-1, *shape).astype(np.float32, copy=False)
-                              for part, shape, integer in zip(parts, self.shapes, self.integer, strict=True)])
+        if len(self.keys) == 1 and not self.integer[0]:  # the hot path of a Box observation
+            return rows[0].reshape(-1, *self.shapes[0]).astype(np.float32, copy=False)
+        return self.rebuild([rows[g][:, columns][:, 0].astype(np.int32) if integer
+                             else rows[g][:, columns].reshape(-1, *shape).astype(np.float32, copy=False)
+                             for (g, columns), shape, integer in zip(self._where, self.shapes, self.integer,
+                                                                     strict=True)])
+
+    def mask(self, rows: Sequence[np.ndarray]) -> np.ndarray:
+        """The action mask [B, P] in `rows` (only when `masked`)."""
+        g, columns = self._where[self._mask_leaf]
+        return rows[g][:, columns]
+
+    @property
+    def row_layout(self) -> list[tuple[int, np.dtype]]:
+        """(F_g, dtype) of each row, as `keras_a3c.segment.SegmentLayout` takes them."""
+        return list(zip(self.group_sizes, self.groups, strict=True))
+
+    def row_specs(self, batch: int | None = None) -> list[tf.TensorSpec]:
+        """`tf.TensorSpec`s of rows [batch, F_g], one per storage dtype."""
+        return [tf.TensorSpec([batch, size], dtype) for size, dtype in self.row_layout]
 
     def specs(self, batch: int | None = None) -> Any:
         """`tf.TensorSpec`s of the network's input in its structure, each named: "observations" for one
@@ -172,4 +221,4 @@ class ObservationCodec:
 
     def zeros(self, batch: int) -> Any:
         """A batch of all-zero observations in the network's structure."""
-        return self.structure_numpy(np.zeros((batch, self.size), np.float32))
+        return self.structure_numpy([np.zeros((batch, size), dtype) for size, dtype in self.row_layout])

@@ -1,13 +1,15 @@
-"""The n-step segment a worker hands to the learner, packed into one float32 array.
+"""The n-step segment a worker hands to the learner, packed into as few arrays as its dtypes allow.
 
 Binding each input of a `tf.function` call costs ~50 us of Python, several times the
-cost of the small matmuls of an A3C update, so the six arrays of a segment travel as
-one tensor [T+1, B, F] and are unpacked inside the compiled train step. Columns:
+cost of the small matmuls of an A3C update, so the six parts of a segment travel as one
+float32 tensor [T+1, B, F] and are unpacked inside the compiled train step. Columns:
 
-    observation (flattened, obs_size) | action (action_size) | reward | terminated | truncated | valid
+    float32 observation row (obs_size) | action (action_size) | reward | terminated | truncated | valid
 
-Rows 0..T-1 are the steps of the segment; row T holds only the bootstrap observation
-s_{t+T}. Actions are stored as float32: exact for Discrete indices below 2**24.
+Observations of other storage dtypes (see `keras_a3c.observations`: a uint8 image, a Discrete
+index) travel in one more array [T+1, B, F_g] per dtype, in that dtype. Rows 0..T-1 are the
+steps of the segment; row T holds only the bootstrap observation s_{t+T}. Actions are stored as
+float32: exact for Discrete indices below 2**24.
 """
 
 from __future__ import annotations
@@ -20,14 +22,18 @@ import tensorflow as tf
 
 
 class SegmentLayout:
-    """Column layout of a packed segment for observations of `obs_shape` and actions
-    of `action_shape` (() for Discrete, (D,) for Box) with dtype `action_dtype`."""
+    """Layout of a segment for observation rows of `observation_rows` ((size, dtype) per storage dtype,
+    as `ObservationCodec.group_sizes` and `.groups`) and actions of `action_shape` (() for Discrete,
+    (D,) for Box) with dtype `action_dtype`."""
 
-    def __init__(self, obs_shape: Sequence[int], action_shape: Sequence[int], action_dtype: tf.DType):
-        self.obs_shape = tuple(obs_shape)
+    def __init__(self, observation_rows: Sequence[tuple[int, np.dtype]], action_shape: Sequence[int],
+                 action_dtype: tf.DType):
+        self.observation_rows = [(int(size), np.dtype(dtype)) for size, dtype in observation_rows]
         self.action_shape = tuple(action_shape)
         self.action_dtype = tf.as_dtype(action_dtype)
-        self.obs_size = math.prod(self.obs_shape)
+        # A float32 row shares the packed array; each other row is an array of its own.
+        packed = [size for size, dtype in self.observation_rows if dtype == np.float32]
+        self.obs_size = packed[0] if packed else 0
         self.action_size = math.prod(self.action_shape)
         a = self.obs_size + self.action_size
         self.observation = slice(0, self.obs_size)
@@ -35,20 +41,38 @@ class SegmentLayout:
         self.reward, self.terminated, self.truncated, self.valid = a, a + 1, a + 2, a + 3
         self.width = a + 4
 
-    def empty(self, horizon: int, batch: int) -> np.ndarray:
-        """A zeroed segment buffer [horizon + 1, batch, width] float32."""
-        return np.zeros((horizon + 1, batch, self.width), np.float32)
+    def empty(self, horizon: int, batch: int) -> list[np.ndarray]:
+        """A zeroed segment: the packed float32 array [horizon + 1, batch, width], then one array
+        [horizon + 1, batch, F_g] per observation row of another dtype."""
+        return [np.zeros((horizon + 1, batch, self.width), np.float32)] + [
+            np.zeros((horizon + 1, batch, size), dtype) for size, dtype in self.observation_rows
+            if dtype != np.float32]
 
-    def spec(self, horizon: int, batch: int) -> tf.TensorSpec:
-        return tf.TensorSpec([horizon + 1, batch, self.width], tf.float32)
+    def nbytes(self, horizon: int, batch: int) -> int:
+        """The memory of one segment, in bytes."""
+        return sum(array.nbytes for array in self.empty(horizon, batch))
 
-    def unpack(self, segment: tf.Tensor) -> dict[str, tf.Tensor]:
-        """[T+1, B, F] -> the segment as the learner takes it (see `Learner.update`): observations
-        [T+1, B, *obs], actions [T, B, *action], rewards [T, B], terminated / truncated / valid [T, B] bool."""
-        horizon, batch = segment.shape[0] - 1, segment.shape[1]
-        steps = segment[:horizon]
+    def observation_views(self, segment: Sequence) -> list:
+        """The observation rows of a segment [T+1, B, F_g], in the order of `observation_rows` (views
+        of a numpy segment, slices of a tensor one)."""
+        extra = iter(segment[1:])
+        return [segment[0][:, :, self.observation] if dtype == np.float32 else next(extra)
+                for _, dtype in self.observation_rows]
+
+    def specs(self, horizon: int, batch: int) -> list[tf.TensorSpec]:
+        return [tf.TensorSpec([horizon + 1, batch, self.width], tf.float32)] + [
+            tf.TensorSpec([horizon + 1, batch, size], dtype) for size, dtype in self.observation_rows
+            if dtype != np.float32]
+
+    def unpack(self, segment: Sequence[tf.Tensor]) -> dict:
+        """The arrays of a segment -> the segment as the learner takes it (see `Learner.update`):
+        observation rows (a list of [T+1, B, F_g]), actions [T, B, *action], rewards [T, B],
+        terminated / truncated / valid [T, B] bool."""
+        packed = segment[0]
+        horizon, batch = packed.shape[0] - 1, packed.shape[1]
+        steps = packed[:horizon]
         return {
-            "observations": tf.reshape(segment[:, :, self.observation], [horizon + 1, batch, *self.obs_shape]),
+            "observations": self.observation_views(segment),
             "actions": tf.cast(
                 tf.reshape(steps[:, :, self.action], [horizon, batch, *self.action_shape]), self.action_dtype
             ),

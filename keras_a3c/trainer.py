@@ -17,9 +17,8 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import keras
-import tensorflow as tf
 
-from keras_a3c.acting import ActionSampler, LocalPolicy, numpy_forward, weights_of
+from keras_a3c.acting import ActionSampler, LocalPolicy, compiled_params, numpy_forward, weights_of
 from keras_a3c.callbacks import ProgressLogger
 from keras_a3c.envs import EnvSpec, make_vector_env
 from keras_a3c.observations import ObservationCodec
@@ -144,16 +143,10 @@ class Trainer:
         if not agent.optimizer.built:
             agent.optimizer.build(variables)  # slots exist before any thread can race to create them
         codec = ObservationCodec.for_space(self.observation_space)
-        layout = SegmentLayout((codec.size,), sampler.shape, sampler.dtype)  # observations as flat rows
+        layout = SegmentLayout(codec.row_layout, sampler.shape, sampler.dtype)
         train_function = agent.learner.compile(layout, batch, self.action_space, codec)
         forward = numpy_forward(agent.network)
-        tf_params = None
-        if forward is None:
-            tf_params = tf.function(
-                lambda obs: agent.network(codec.structure(obs))[0],
-                input_signature=[tf.TensorSpec([batch, codec.size], tf.float32)],
-            )
-            tf_params.get_concrete_function()
+        tf_params = None if forward is not None else compiled_params(agent.network, codec, batch)
         state.begin(self.num_workers, self.total_steps, self.start_time)
         initial_weights = weights_of(agent.network)
         for i in range(self.num_workers):
@@ -161,7 +154,7 @@ class Trainer:
                 Worker(
                     worker_id=i,
                     env=make_vector_env(self.env, batch),
-                    policy=LocalPolicy(forward, tf_params, sampler, codec.mask_columns),
+                    policy=LocalPolicy(forward, tf_params, sampler, codec),
                     train_function=train_function,
                     initial_weights=initial_weights,
                     state=state,

@@ -28,10 +28,11 @@ class Worker(threading.Thread):
     returns the new parameters for the worker's own copy.
 
     The segment (T = n_steps, B = envs in the worker's vector env) is one packed float32
-    array [T+1, B, F] (see `keras_a3c.segment`): observations, the actions taken (Discrete
-    indices, or the unclipped Gaussian samples of a Box policy; the env is stepped with them
-    clipped to its bounds), rewards, terminated / truncated / valid flags; row T holds the
-    bootstrap observation.
+    array [T+1, B, F] (see `keras_a3c.segment`): the float32 observation row, the actions taken
+    (Discrete indices, or the unclipped Gaussian samples of a Box policy; the env is stepped with
+    them clipped to its bounds), rewards, terminated / truncated / valid flags; then one array per
+    observation row of another dtype (see `keras_a3c.observations`); row T holds the bootstrap
+    observation.
     """
 
     def __init__(
@@ -39,7 +40,7 @@ class Worker(threading.Thread):
         worker_id: int,
         env: VectorEnv,
         policy: LocalPolicy,
-        train_function: Callable[[np.ndarray], list[np.ndarray]],
+        train_function: Callable[[list[np.ndarray]], list[np.ndarray]],
         initial_weights: list,
         state: TrainingState,
         n_steps: int,
@@ -76,15 +77,17 @@ class Worker(threading.Thread):
         env, T, layout, sampler = self.env, self.n_steps, self.layout, self.policy.sampler
         B = env.num_envs
         where = f"worker {self.worker_id}"
-        flatten = self.codec.flatten  # observations travel as float32 rows [B, F] (keras_a3c.observations)
+        # Observations travel as rows [B, F_g], one per storage dtype (keras_a3c.observations).
+        to_rows, float_rows = self.codec.rows, self.codec.float_rows
         raw, _ = env.reset(seed=self.seed)
-        obs = flatten(raw)
+        obs = to_rows(raw)
         segment = layout.empty(T, B)
-        # Views into the packed segment, one per column group.
-        observations = segment[:, :, layout.observation]
-        actions = segment[:T, :, layout.action].reshape(T, B, *layout.action_shape)
+        # Views into the segment, one per column group.
+        observations = layout.observation_views(segment)
+        packed = segment[0]
+        actions = packed[:T, :, layout.action].reshape(T, B, *layout.action_shape)
         rewards, terminated, truncated, valid = (
-            segment[:T, :, c] for c in (layout.reward, layout.terminated, layout.truncated, layout.valid)
+            packed[:T, :, c] for c in (layout.reward, layout.terminated, layout.truncated, layout.valid)
         )
         episode_return = np.zeros(B, np.float64)
         episode_length = np.zeros(B, np.int64)
@@ -93,16 +96,19 @@ class Worker(threading.Thread):
         discounted = np.zeros(B)  # with reward normalisation: G_t = gamma G_{t-1} + r_t of each env's episode
         discounted_log = np.zeros((T, B))
         vector_steps = 0
-        check_finite("observation", obs, f"{where}, reset")
+        for g in float_rows:
+            check_finite("observation", obs[g], f"{where}, reset")
         while not self.state.stop.is_set():
             for t in range(T):
-                observations[t] = obs
+                for row, part in zip(observations, obs, strict=True):
+                    row[t] = part
                 action = self.policy.sample(obs, self.rng, where)
                 raw, reward, term, trunc, _ = env.step(sampler.to_env(action))
-                obs = flatten(raw)
+                obs = to_rows(raw)
                 vector_steps += 1
                 step_where = f"{where}, vector-env step {vector_steps} (envs 0..{B - 1})"
-                check_finite("observation", obs, step_where)
+                for g in float_rows:
+                    check_finite("observation", obs[g], step_where)
                 check_finite("reward", reward, step_where)
                 steps = B - int(np.count_nonzero(reset_pending))
                 actions[t], rewards[t], terminated[t], truncated[t] = action, reward, term, trunc
@@ -116,7 +122,8 @@ class Worker(threading.Thread):
                 self.state.add_steps(self.worker_id, steps, episode_return[done], episode_length[done])
                 episode_return[done] = 0.0
                 episode_length[done] = 0
-            observations[T] = obs
+            for row, part in zip(observations, obs, strict=True):
+                row[T] = part
             if normalizer is not None:  # the learner sees the normalised rewards, the logs the raw ones
                 normalizer.normalize(rewards, normalizer.update(discounted_log[valid > 0.5]))
             if self.train_lock is None:
@@ -125,7 +132,7 @@ class Worker(threading.Thread):
                 with self.train_lock:
                     self._update(segment)
 
-    def _update(self, segment: np.ndarray) -> None:
+    def _update(self, segment: list[np.ndarray]) -> None:
         """Apply one update to the shared model, then refresh theta' from it."""
         weights = self.train_function(segment)
         self.version = self.state.add_update(self.worker_id, self.version)

@@ -208,15 +208,34 @@ class MaskedIdentityEnv(IdentityEnv):
         return super().step(action)
 
 
+class InfoMaskedIdentityEnv(MaskedIdentityEnv):
+    """MaskedIdentityEnv that observes only the target and gives its mask in `info["action_mask"]`, as
+    gymnasium's Taxi does."""
+
+    def __init__(self, n: int = 6, episode_length: int = 10):
+        super().__init__(n, episode_length)
+        self.observation_space = self.observation_space.spaces["target"]
+
+    def reset(self, *, seed=None, options=None):
+        observation, _ = super().reset(seed=seed, options=options)
+        return observation["target"], {"action_mask": observation["action_mask"]}
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = super().step(action)
+        return observation["target"], reward, terminated, truncated, {**info, "action_mask": observation["action_mask"]}
+
+
 class DictObservation(gym.ObservationWrapper):
-    """Any env observed as a Dict {"x": its observation, "flag": Discrete(2), always 1}."""
+    """Any env observed as a Dict {"x": its observation, "flag": Discrete(2), always 1, "bits":
+    MultiBinary(3), always [1, 0, 1]}: three storage dtypes (float32, int32, int8) in its segments."""
 
     def __init__(self, env: gym.Env):
         super().__init__(env)
-        self.observation_space = gym.spaces.Dict({"x": env.observation_space, "flag": gym.spaces.Discrete(2)})
+        self.observation_space = gym.spaces.Dict({"x": env.observation_space, "flag": gym.spaces.Discrete(2),
+                                                  "bits": gym.spaces.MultiBinary(3)})
 
     def observation(self, observation):
-        return {"x": observation, "flag": 1}
+        return {"x": observation, "flag": 1, "bits": np.array([1, 0, 1], np.int8)}
 
 
 class ObservationSpaceEnv(IdentityEnv):

@@ -105,10 +105,11 @@ ACTION_SPACE_KINDS = {
 
 
 def observation_batch(space: gym.Space, n: int):
-    """n observations of a Box space, or of DictObservation's Dict: {"x": ..., "flag": int32}."""
+    """n observations of a Box space, or of DictObservation's Dict: {"x": ..., "flag": int32, "bits": float32}."""
     rng = np.random.default_rng(0)
     if isinstance(space, gym.spaces.Dict):
-        return {"x": observation_batch(space["x"], n), "flag": rng.integers(0, 2, n).astype(np.int32)}
+        return {"x": observation_batch(space["x"], n), "flag": rng.integers(0, 2, n).astype(np.int32),
+                "bits": rng.integers(0, 2, (n, 3)).astype(np.float32)}
     return rng.uniform(-1.0, 1.0, (n, *space.shape)).astype(np.float32)
 
 

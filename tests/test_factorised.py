@@ -1,6 +1,8 @@
 """Factorised policies (MultiDiscrete: one categorical per part; MultiBinary: one Bernoulli per bit)
 learn the tiny identity tasks: every part of the action must follow the observation."""
 
+import math
+
 import keras
 import numpy as np
 import pytest
@@ -9,8 +11,9 @@ from envs import MultiBinaryIdentityEnv, MultiDiscreteIdentityEnv
 import keras_a3c
 
 
-@pytest.mark.parametrize("env_fn, best", [(MultiDiscreteIdentityEnv, 30.0), (MultiBinaryIdentityEnv, 50.0)])
-def test_a_factorised_policy_learns_every_part(env_fn, best):
+@pytest.mark.parametrize("env_fn, best, uniform_entropy", [
+    (MultiDiscreteIdentityEnv, 30.0, math.log(3 * 2 * 4)), (MultiBinaryIdentityEnv, 50.0, 5 * math.log(2))])
+def test_a_factorised_policy_learns_every_part(env_fn, best, uniform_entropy):
     """MultiDiscrete([3, 2, 4]) (uniform: 10 (1/3 + 1/2 + 1/4) ~ 10.8 an episode) and MultiBinary(5)
     (uniform: 25): the best policy earns 10 per part."""
     keras.utils.set_random_seed(0)
@@ -24,5 +27,6 @@ def test_a_factorised_policy_learns_every_part(env_fn, best):
     greedy, _ = agent.evaluate(env_fn, episodes=20)
     sampled, _ = agent.evaluate(env_fn, episodes=20, deterministic=False)
     assert greedy >= 0.97 * best and sampled >= 0.9 * best
-    assert history.history["entropy"][-1] < history.history["entropy"][0]  # every part got more certain
+    # More certain than the uniform policy it started near (the logged entropy sums the parts').
+    assert history.history["entropy"][-1] < 0.8 * uniform_entropy
     assert np.isfinite(history.history["loss"]).all()

@@ -21,6 +21,7 @@ from envs import FaultyEnv, IdentityEnv, ObservationSpaceEnv, SpaceEnv, one_faul
 
 import keras_a3c
 from keras_a3c.normalization import observation_normalizers
+from keras_a3c.observations import ObservationCodec
 from keras_a3c.segment import SegmentLayout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -105,16 +106,18 @@ def test_a_non_finite_loss_keeps_the_weights_from_before_the_update():
     assert observation_normalizers(agent.network)  # the default builder normalises observations
     agent.optimizer.build(agent.network.trainable_variables)
     agent.action_space = gym.spaces.Discrete(4)
-    layout = SegmentLayout((4,), (), np.int64)
-    train = agent.learner.compile(layout, 3, agent.action_space)
+    codec = ObservationCodec.for_space(gym.spaces.Box(-1, 1, (4,)))
+    layout = SegmentLayout([(4, np.float32)], (), np.int64)
+    train = agent.learner.compile(layout, 3, agent.action_space, codec)
     segment = layout.empty(agent.config.n_steps, 3)
-    segment[:, :, layout.observation] = np.eye(4)[1]
-    segment[:-1, :, layout.valid] = 1.0
+    packed = segment[0]
+    packed[:, :, layout.observation] = np.eye(4)[1]
+    packed[:-1, :, layout.valid] = 1.0
     train(segment)  # one good update, so the optimizer has state to lose
     weights = [v.numpy().copy() for v in agent.network.weights]
     slots = [v.numpy().copy() for v in agent.optimizer.variables]
-    segment[:, :, layout.observation] = np.eye(4)[2]  # observations the statistics have not seen
-    segment[:-1, :, layout.reward] = 3e38  # finite, but the n-step return overflows float32
+    packed[:, :, layout.observation] = np.eye(4)[2]  # observations the statistics have not seen
+    packed[:-1, :, layout.reward] = 3e38  # finite, but the n-step return overflows float32
     with pytest.raises(FloatingPointError, match="loss is not finite.*not applied"):
         train(segment)
     for before, variable in zip(weights + slots, agent.network.weights + agent.optimizer.variables,

@@ -1,6 +1,7 @@
-"""Invalid-action masks: the `action_mask` entry of a Dict observation (PettingZoo's convention) keeps the
-actions it forbids from being sampled, in training, `predict`, `evaluate` and the exported policy, and
-from the learner's log-probabilities and entropy."""
+"""Invalid-action masks: the `action_mask` entry of a Dict observation (PettingZoo's convention), or an
+`info["action_mask"]` moved there by `ActionMaskFromInfo` (gymnasium's Taxi), keeps the actions it forbids
+from being sampled, in training, `predict`, `evaluate` and the exported policy, and from the learner's
+log-probabilities and entropy."""
 
 import math
 
@@ -9,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from envs import MaskedIdentityEnv, ObservationSpaceEnv
+from envs import IdentityEnv, InfoMaskedIdentityEnv, MaskedIdentityEnv, ObservationSpaceEnv
 
 import keras_a3c
 from keras_a3c.distributions import Categorical, MultiCategorical, masked_params
@@ -33,9 +34,9 @@ def test_masked_logits_give_finite_log_probs_and_entropy_and_no_gradient_to_mask
     assert np.isfinite(parts.entropy()).all()
 
 
-def masked_agent():
+def masked_agent(env_fn=MaskedIdentityEnv):
     keras.utils.set_random_seed(0)
-    env = MaskedIdentityEnv()
+    env = env_fn()
     agent = keras_a3c.A3C(keras_a3c.actor_critic_mlp(env.observation_space, env.action_space, (32,)))
     agent.compile(keras.optimizers.Adam(3e-3), gamma=0.0, n_steps=5)
     return agent
@@ -73,6 +74,41 @@ def test_a_masked_task_learns_and_never_takes_an_invalid_action(tmp_path):
     onnx_policy = onnxruntime.InferenceSession(str(tmp_path / "policy.onnx"))
     feed = {"target": obs["target"].astype(np.int32), "action_mask": mask.astype(np.float32)}
     np.testing.assert_array_equal(onnx_policy.run(["actions"], feed)[0], served)
+
+
+def info_masked():
+    return keras_a3c.ActionMaskFromInfo(InfoMaskedIdentityEnv())
+
+
+def test_a_mask_given_in_info_is_moved_into_the_observation_and_learns():
+    assert info_masked().observation_space == gym.spaces.Dict(
+        {"observation": gym.spaces.Discrete(6), "action_mask": gym.spaces.MultiBinary(6)})
+    agent = masked_agent(info_masked)
+    MaskedIdentityEnv.invalid_actions = 0
+    agent.fit(info_masked, total_steps=20_000, workers=2, envs_per_worker=8, verbose=0, seed=1)
+    greedy, _ = agent.evaluate(info_masked, episodes=20)
+    assert MaskedIdentityEnv.invalid_actions == 0 and greedy >= 9.5
+
+
+def test_action_mask_from_info_on_taxi_keeps_a_dict_observation_and_names_what_is_missing():
+    taxi = keras_a3c.ActionMaskFromInfo(gym.make("Taxi-v4"))
+    observation, info = taxi.reset(seed=0)
+    assert taxi.observation_space["observation"] == gym.spaces.Discrete(500)
+    np.testing.assert_array_equal(observation["action_mask"], info["action_mask"])
+    agent = keras_a3c.A3C(keras_a3c.actor_critic_mlp(taxi.observation_space, taxi.action_space, (16,)))
+    agent.compile()
+    agent.fit(lambda: keras_a3c.ActionMaskFromInfo(gym.make("Taxi-v4")), total_steps=1000, workers=2,
+              envs_per_worker=2, verbose=0)
+    for seed in range(5):  # one observation in, one action out, always an allowed one
+        assert observation["action_mask"][agent.predict(observation, deterministic=False, seed=seed)]
+    dict_env = ObservationSpaceEnv(gym.spaces.Dict({"x": gym.spaces.Box(0, 1, (2,))}))
+    assert sorted(keras_a3c.ActionMaskFromInfo(dict_env).observation_space) == ["action_mask", "x"]
+    with pytest.raises(ValueError, match=r"gave no info\['action_mask'\] at reset"):
+        keras_a3c.ActionMaskFromInfo(IdentityEnv()).reset()
+    box_actions = IdentityEnv()
+    box_actions.action_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    with pytest.raises(ValueError, match="an action mask needs a Discrete or MultiDiscrete action space"):
+        keras_a3c.ActionMaskFromInfo(box_actions)
 
 
 def test_a_mask_with_no_valid_action_is_a_clear_error():

@@ -16,6 +16,7 @@ from envs import DictIdentityEnv, TupleIdentityEnv
 import keras_a3c
 from keras_a3c.normalization import observation_normalizers
 from keras_a3c.observations import ObservationCodec
+from keras_a3c.segment import SegmentLayout
 
 SPACE = gym.spaces.Dict({"image": gym.spaces.Box(0, 255, (2, 2), np.uint8), "room": gym.spaces.Discrete(5),
                          "speed": gym.spaces.Box(-1.0, 1.0, (3,), np.float32)})
@@ -27,17 +28,21 @@ def batch_of(n, seed=0):
             "speed": rng.uniform(-1, 1, (n, 3)).astype(np.float32)}
 
 
-def test_the_codec_flattens_entries_side_by_side_in_key_order_and_gives_them_back():
+def test_the_codec_stores_each_entry_in_its_dtype_side_by_side_in_key_order_and_gives_them_back():
     codec = ObservationCodec.for_space(SPACE)
-    assert codec.keys == ["image", "room", "speed"] and codec.size == 4 + 1 + 3
+    assert codec.keys == ["image", "room", "speed"]
+    assert codec.groups == [np.float32, np.uint8, np.int32] and codec.group_sizes == [3, 4, 1]
     obs = batch_of(6)
-    flat = codec.flatten(obs)
-    assert flat.dtype == np.float32 and flat.shape == (6, 8)
-    np.testing.assert_array_equal(flat[:, :4], obs["image"].reshape(6, 4))
-    np.testing.assert_array_equal(flat[:, 4], obs["room"])
-    for back in (codec.structure_numpy(flat), {k: v.numpy() for k, v in codec.structure(tf.constant(flat)).items()},
-                 {k: v.numpy() for k, v in tf.function(codec.structure)(tf.constant(flat)).items()}):
-        assert back["room"].dtype == np.int32 and back["image"].shape == (6, 2, 2)
+    rows = codec.rows(obs)
+    assert [(row.dtype, row.shape) for row in rows] == [(np.float32, (6, 3)), (np.uint8, (6, 4)), (np.int32, (6, 1))]
+    np.testing.assert_array_equal(rows[0], obs["speed"])
+    np.testing.assert_array_equal(rows[1], obs["image"].reshape(6, 4))
+    np.testing.assert_array_equal(rows[2][:, 0], obs["room"])
+    tensors = [tf.constant(row) for row in rows]
+    for back in (codec.structure_numpy(rows), {k: v.numpy() for k, v in codec.structure(tensors).items()},
+                 {k: v.numpy() for k, v in tf.function(codec.structure)(tensors).items()}):
+        assert back["room"].dtype == np.int32 and back["image"].dtype == back["speed"].dtype == np.float32
+        assert back["image"].shape == (6, 2, 2)
         for key in obs:
             np.testing.assert_array_equal(back[key], obs[key])
     specs = codec.specs()
@@ -46,18 +51,41 @@ def test_the_codec_flattens_entries_side_by_side_in_key_order_and_gives_them_bac
         "speed": ("speed", (None, 3), tf.float32)}
     tuple_codec = ObservationCodec.for_space(gym.spaces.Tuple(tuple(SPACE.spaces.values())))
     parts = tuple(obs.values())
-    np.testing.assert_array_equal(tuple_codec.flatten(parts), flat)
+    for row, back in zip(tuple_codec.rows(parts), rows, strict=True):
+        np.testing.assert_array_equal(row, back)
     assert [s.name for s in tuple_codec.specs()] == ["observations_0", "observations_1", "observations_2"]
+
+
+def test_a_segment_stores_an_image_in_one_byte_a_pixel_and_the_learner_sees_it_unchanged():
+    """An [84, 84, 4] uint8 observation and a bool MultiBinary-like Box travel in their own arrays."""
+    space = gym.spaces.Dict({"frames": gym.spaces.Box(0, 255, (84, 84, 4), np.uint8),
+                             "flags": gym.spaces.Box(0, 1, (3,), bool), "speed": gym.spaces.Box(-1, 1, (2,))})
+    codec = ObservationCodec.for_space(space)
+    assert codec.groups == [np.float32, np.uint8] and codec.group_sizes == [2, 84 * 84 * 4 + 3]
+    layout = SegmentLayout(codec.row_layout, (), np.int32)
+    horizon, batch = 5, 2
+    assert layout.nbytes(horizon, batch) == (horizon + 1) * batch * (4 * (2 + 1 + 4) + 84 * 84 * 4 + 3)
+    segment = layout.empty(horizon, batch)
+    obs = {"frames": np.random.default_rng(0).integers(0, 256, (batch, 84, 84, 4)).astype(np.uint8),
+           "flags": np.array([[True, False, True], [False, False, True]]), "speed": np.ones((batch, 2), np.float32)}
+    for view, row in zip(layout.observation_views(segment), codec.rows(obs), strict=True):
+        view[:] = row
+    unpacked = layout.unpack([tf.constant(array) for array in segment])
+    back = codec.structure([tf.reshape(row, [(horizon + 1) * batch, -1]) for row in unpacked["observations"]])
+    np.testing.assert_array_equal(back["frames"].numpy()[:batch], obs["frames"])
+    np.testing.assert_array_equal(back["flags"].numpy()[-batch:], obs["flags"])
+    assert back["flags"].dtype == tf.float32
 
 
 def test_the_codec_of_a_box_is_a_reshape_and_names_wrong_inputs():
     codec = ObservationCodec.for_space(gym.spaces.Box(-1.0, 1.0, (2, 3), np.float32))
     obs = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
-    np.testing.assert_array_equal(codec.flatten(obs), obs.reshape(2, 6))
-    np.testing.assert_array_equal(codec.structure_numpy(codec.flatten(obs)), obs)
+    (row,) = codec.rows(obs)
+    np.testing.assert_array_equal(row, obs.reshape(2, 6))
+    np.testing.assert_array_equal(codec.structure_numpy([row]), obs)
     dict_codec = ObservationCodec.for_space(SPACE)
     with pytest.raises(ValueError, match=r"observations must be a dict with the keys \['image', 'room', 'speed'\]"):
-        dict_codec.flatten(np.zeros((2, 8)))
+        dict_codec.rows(np.zeros((2, 8)))
     with pytest.raises(ValueError, match=r"observations\['speed'\] must have shape \[batch, 3\], got \(4, 2\)"):
         dict_codec.batch({**batch_of(4), "speed": np.zeros((4, 2), np.float32)})
 
@@ -67,8 +95,8 @@ def test_the_builder_makes_one_input_per_entry_and_check_network_accepts_it():
     assert sorted(network.input) == ["image", "room", "speed"]
     assert [layer.observation_key for layer in observation_normalizers(network)] == ["image", "speed"]
     keras_a3c.check_network(network, SPACE, gym.spaces.Discrete(3))
-    params, value = network(ObservationCodec.for_space(SPACE).structure_numpy(
-        ObservationCodec.for_space(SPACE).flatten(batch_of(5))))
+    codec = ObservationCodec.for_space(SPACE)
+    params, value = network(codec.structure_numpy(codec.rows(batch_of(5))))
     assert params.shape == (5, 3) and value.shape == (5, 1)
 
 
