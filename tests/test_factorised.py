@@ -7,13 +7,15 @@ import keras
 import numpy as np
 import pytest
 from envs import MultiBinaryIdentityEnv, MultiDiscreteIdentityEnv
+from served import serve_in_a_fresh_process
 
 import keras_a3c
 
 
 @pytest.mark.parametrize("env_fn, best, uniform_entropy", [
     (MultiDiscreteIdentityEnv, 30.0, math.log(3 * 2 * 4)), (MultiBinaryIdentityEnv, 50.0, 5 * math.log(2))])
-def test_a_factorised_policy_learns_every_part(env_fn, best, uniform_entropy):
+def test_a_factorised_policy_learns_every_part_and_serves_its_actions_without_keras_a3c(env_fn, best,
+                                                                                         uniform_entropy, tmp_path):
     """MultiDiscrete([3, 2, 4]) (uniform: 10 (1/3 + 1/2 + 1/4) ~ 10.8 an episode) and MultiBinary(5)
     (uniform: 25): the best policy earns 10 per part."""
     keras.utils.set_random_seed(0)
@@ -30,3 +32,15 @@ def test_a_factorised_policy_learns_every_part(env_fn, best, uniform_entropy):
     # More certain than the uniform policy it started near (the logged entropy sums the parts').
     assert history.history["entropy"][-1] < 0.8 * uniform_entropy
     assert np.isfinite(history.history["loss"]).all()
+
+    obs = np.stack([env_fn().reset(seed=seed)[0] for seed in range(16)])
+    expected = agent.predict(obs)
+    assert expected.shape == (16, *env.action_space.shape)
+    agent.export(str(tmp_path / "policy"))
+    np.testing.assert_array_equal(serve_in_a_fresh_process(tmp_path / "policy", {"observations": obs})["actions"],
+                                  expected)
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("tf2onnx")
+    agent.export(str(tmp_path / "policy.onnx"), format="onnx")
+    np.testing.assert_array_equal(
+        serve_in_a_fresh_process(tmp_path / "policy.onnx", {"observations": obs})["actions"], expected)

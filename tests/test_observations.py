@@ -1,10 +1,6 @@
 """Dict and Tuple observations: the codec that flattens them into segment rows and gives them back to the
 network, the builder's one input per entry, learning, per-entry normalisation, predict, save and export."""
 
-import json
-import os
-import subprocess
-import sys
 
 import gymnasium as gym
 import keras
@@ -12,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from envs import DictIdentityEnv, TupleIdentityEnv
+from served import serve_in_a_fresh_process
 
 import keras_a3c
 from keras_a3c.normalization import observation_normalizers
@@ -143,38 +140,21 @@ def test_predict_takes_one_dict_observation_or_a_batch_and_saves_and_loads(tmp_p
     assert observation_normalizers(loaded.network)[0].observation_key == "noise"
 
 
-LOAD_DICT_POLICY = """
-import json, sys
-import numpy as np
-import tensorflow as tf
-policy = tf.saved_model.load(sys.argv[1])
-obs = {k: np.array(v, np.int32 if k == "target" else np.float32) for k, v in json.loads(sys.argv[2]).items()}
-served = policy.serve({k: tf.constant(v) for k, v in obs.items()}).numpy()
-signature = policy.signatures["serve"](target=tf.constant(obs["target"]), noise=tf.constant(obs["noise"]))
-inputs = sorted(policy.signatures["serve"].structured_input_signature[1])
-print(json.dumps({"serve": served.tolist(), "signature": signature["actions"].numpy().tolist(), "inputs": inputs,
-                  "keras_a3c_imported": any(m.startswith("keras_a3c") for m in sys.modules)}))
-"""
-
-
 def test_the_exported_dict_policy_takes_one_named_input_per_entry(tmp_path):
     agent = dict_agent()
     obs = dict_batch()
     expected = agent.predict(obs)
     agent.export(str(tmp_path / "policy"))
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    out = subprocess.run([sys.executable, "-c", LOAD_DICT_POLICY, str(tmp_path / "policy"),
-                          json.dumps({k: v.tolist() for k, v in obs.items()})],
-                         capture_output=True, text=True, check=True, env=env, cwd=str(tmp_path), timeout=120)
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert not result["keras_a3c_imported"] and result["inputs"] == ["noise", "target"]
-    np.testing.assert_array_equal(result["serve"], expected)
-    np.testing.assert_array_equal(result["signature"], expected)
+    policy = tf.saved_model.load(str(tmp_path / "policy"))
+    served = policy.serve({"target": tf.constant(obs["target"], tf.int32), "noise": tf.constant(obs["noise"])})
+    np.testing.assert_array_equal(served, expected)
+    result = serve_in_a_fresh_process(tmp_path / "policy", obs)
+    assert result["imported"] == ["tensorflow"] and result["inputs"] == ["noise", "target"]
+    np.testing.assert_array_equal(result["actions"], expected)
 
-    onnxruntime = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
     agent.export(str(tmp_path / "policy.onnx"), format="onnx")
-    onnx_policy = onnxruntime.InferenceSession(str(tmp_path / "policy.onnx"))
-    assert sorted(i.name for i in onnx_policy.get_inputs()) == ["noise", "target"]
-    feed = {"target": obs["target"].astype(np.int32), "noise": obs["noise"]}
-    np.testing.assert_array_equal(onnx_policy.run(["actions"], feed)[0], expected)
+    result = serve_in_a_fresh_process(tmp_path / "policy.onnx", obs)
+    assert result["imported"] == [] and result["inputs"] == ["noise", "target"]
+    np.testing.assert_array_equal(result["actions"], expected)

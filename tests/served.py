@@ -1,0 +1,43 @@
+"""Serve an exported policy in a fresh Python process that never imports keras_a3c: a SavedModel's
+`serve` signature through TensorFlow alone, an ONNX model through onnxruntime alone."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+SERVE = """
+import json, sys
+import numpy as np
+path, feed = sys.argv[1], json.loads(sys.argv[2])
+if path.endswith(".onnx"):
+    import onnxruntime
+    session = onnxruntime.InferenceSession(path)
+    types = {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64}
+    inputs = {i.name: np.array(feed[i.name], types[i.type]) for i in session.get_inputs()}
+    actions = session.run(["actions"], inputs)[0]
+else:
+    import tensorflow as tf
+    serve = tf.saved_model.load(path).signatures["serve"]
+    specs = serve.structured_input_signature[1]
+    inputs = {name: tf.constant(np.array(feed[name]), spec.dtype) for name, spec in specs.items()}
+    actions = serve(**inputs)["actions"].numpy()
+print(json.dumps({"actions": actions.tolist(), "dtype": actions.dtype.name, "inputs": sorted(inputs),
+                  "imported": sorted(m for m in ("tensorflow", "keras_a3c") if m in sys.modules)}))
+"""
+
+
+def serve_in_a_fresh_process(path, feed: dict[str, np.ndarray]) -> dict:
+    """{"actions": the policy's actions for `feed` (inputs by name, cast to the dtypes the model
+    declares), "inputs": the model's input names, "imported": which of tensorflow and keras_a3c the
+    process imported}."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", SERVE, str(path), json.dumps({k: np.asarray(v).tolist()
+                                                                             for k, v in feed.items()})],
+                         capture_output=True, text=True, check=True, env=env, cwd=os.path.dirname(str(path)),
+                         timeout=120)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["actions"] = np.array(result["actions"], result["dtype"])
+    return result
