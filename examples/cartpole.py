@@ -35,9 +35,9 @@ def main(argv):
     agent = common.resume()
     if agent is None:
         observation_space, action_space = keras_a3c.envs.env_spaces(settings.env)
-        # One shared-trunk actor-critic: observation -> (logits, value).
-        network = keras_a3c.actor_critic_mlp(observation_space, action_space, hidden_units=settings.hidden_units,
-                                             normalize_observations=settings.normalize_observations)
+        # One shared-trunk actor-critic: observation -> (logits, value); with the preset's --network=mlp,
+        # keras_a3c.actor_critic_mlp(observation_space, action_space, hidden_units=..., normalize_observations=...).
+        network = settings.make_network(observation_space, action_space)
         agent = keras_a3c.A3C(network)
         agent.compile(optimizer=settings.make_optimizer(), config=settings.config)
 

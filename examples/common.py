@@ -71,6 +71,9 @@ def define_flags(preset: Preset, flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_float("epsilon", d["epsilon"], "The optimizer's epsilon; above Keras's 1e-7 it damps the steps once "
                        "gradients get small.", lower_bound=0.0, **fv)
     # The network.
+    flags.DEFINE_enum("network", d["network"], list(keras_a3c.presets.NETWORKS), "The actor-critic: mlp "
+                      "(actor_critic_mlp), or actor_critic_cnn with the A3C paper's Atari network (atari) or the "
+                      "MinAtar paper's (minatar).", **fv)
     flags.DEFINE_list("hidden_units", [str(u) for u in d["hidden_units"]], "Widths of the shared MLP trunk.", **fv)
     flags.DEFINE_enum("std", d["std"], ["state_independent", "softplus"], "Gaussian policies (Box actions): one "
                       "learned log std per action dimension, or the A3C paper's softplus variance head.", **fv)
@@ -136,6 +139,7 @@ def settings() -> Preset:
         learning_rate_decay_updates=FLAGS.learning_rate_decay_updates,
         optimizer=FLAGS.optimizer,
         epsilon=FLAGS.epsilon,
+        network=FLAGS.network,
         hidden_units=tuple(int(u) for u in FLAGS.hidden_units),
         std=FLAGS.std,
         log_std_init=FLAGS.log_std_init,

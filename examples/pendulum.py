@@ -33,10 +33,9 @@ def main(argv):
     agent = common.resume()
     if agent is None:
         observation_space, action_space = keras_a3c.envs.env_spaces(settings.env)
-        # One shared-trunk actor-critic: observation -> (concat(mean, log_std), value).
-        network = keras_a3c.actor_critic_mlp(observation_space, action_space, hidden_units=settings.hidden_units,
-                                             std=settings.std, log_std_init=settings.log_std_init,
-                                             normalize_observations=settings.normalize_observations)
+        # One shared-trunk actor-critic: observation -> (concat(mean, log_std), value); with --network=mlp,
+        # keras_a3c.actor_critic_mlp(observation_space, action_space, hidden_units=..., std=..., log_std_init=...).
+        network = settings.make_network(observation_space, action_space)
         agent = keras_a3c.A3C(network, action_space=action_space)
         agent.compile(optimizer=settings.make_optimizer(), config=settings.config)
 

@@ -2,6 +2,7 @@
 
     python examples/play.py --policy /tmp/cartpole_policy --env CartPole-v1 --episodes 10
     python examples/play.py --policy /tmp/cartpole_policy --episodes 1 --gif cartpole.gif
+    python examples/play.py --policy /tmp/breakout_policy --env MinAtar/Breakout-v1 --episodes 20
 
 Prints the return of each episode, then their mean. Needs only TensorFlow and gymnasium
 (and Pillow for --gif, which matplotlib installs): keras_a3c is not imported.
@@ -65,6 +66,9 @@ def batch_of_one(observation):
 def main(argv):
     del argv
     policy = tf.saved_model.load(FLAGS.policy)
+    if FLAGS.env.startswith("MinAtar/") and FLAGS.env not in gym.registry:  # MinAtar registers its ids on request
+        from minatar.gym import register_envs
+        register_envs()
     env = gym.make(FLAGS.env, render_mode="rgb_array" if FLAGS.gif else None)
     returns, frames = [], []
     for episode in range(FLAGS.episodes):

@@ -31,10 +31,9 @@ def main(argv):
     agent = common.resume()
     if agent is None:
         observation_space, action_space = keras_a3c.envs.env_spaces(settings.env)
-        # One shared-trunk actor-critic whose first layer normalises the observations.
-        network = keras_a3c.actor_critic_mlp(observation_space, action_space, hidden_units=settings.hidden_units,
-                                             std=settings.std, log_std_init=settings.log_std_init,
-                                             normalize_observations=settings.normalize_observations)
+        # One shared-trunk actor-critic: keras_a3c.actor_critic_mlp (its first layer normalises the observations),
+        # or with --network=atari / minatar keras_a3c.actor_critic_cnn for image observations.
+        network = settings.make_network(observation_space, action_space)
         agent = keras_a3c.A3C(network, action_space=action_space)
         agent.compile(optimizer=settings.make_optimizer(), config=settings.config)
 

@@ -11,7 +11,7 @@ from keras_a3c.callbacks import Checkpoint, ProgressLogger, StopOnMeanReturn  # 
 from keras_a3c.config import A3CConfig  # noqa: E402
 from keras_a3c.envs import ActionMaskFromInfo  # noqa: E402
 from keras_a3c.evaluation import evaluate_policy  # noqa: E402
-from keras_a3c.networks import actor_critic_mlp, check_network  # noqa: E402
+from keras_a3c.networks import actor_critic_cnn, actor_critic_mlp, check_network  # noqa: E402
 from keras_a3c.plot import plot_history  # noqa: E402
 from keras_a3c.saving import latest_checkpoint  # noqa: E402
 
@@ -22,6 +22,7 @@ __all__ = [
     "Checkpoint",
     "ProgressLogger",
     "StopOnMeanReturn",
+    "actor_critic_cnn",
     "actor_critic_mlp",
     "check_network",
     "evaluate_policy",

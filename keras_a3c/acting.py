@@ -1,12 +1,13 @@
 """How a worker turns observations into actions, cheaply.
 
 In A3C (Algorithm S3) each worker acts with its own copy theta' of the shared
-parameters and refreshes it after each of its updates. For a Dense-only network
-that copy is a list of numpy arrays and the forward pass runs in numpy: on a
-small MLP this costs ~10 us per batch, against ~0.5 ms for one `tf.function`
-call, and acting happens once per environment step. Any other network acts
-through one compiled TensorFlow call on the shared variables. The twin covers the
-categorical head (Dense logits) and the Gaussian head (`GaussianHead`: mean and log std).
+parameters and refreshes it after each of its updates. For a chain of Dense and Conv2D
+layers (the builders' MLP and CNN networks) that copy is a list of numpy arrays and the
+forward pass runs in numpy: on a small MLP this costs ~10 us per batch, against ~0.5 ms
+for one `tf.function` call, and acting happens once per environment step. Any other
+network acts through one compiled TensorFlow call on the shared variables. The twin
+covers the categorical head (Dense logits) and the Gaussian head (`GaussianHead`: mean
+and log std).
 
 Actions are then sampled in numpy (`ActionSampler`): Gumbel-max for a categorical,
 mean + std * eps for a Gaussian, whose samples are clipped to the Box bounds only
@@ -88,64 +89,118 @@ def _normalization_twin(layer: ObservationNormalization, index: dict[int, int]) 
     mean, variance = index[id(layer.mean)], index[id(layer.variance)]
 
     def normalize(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
-        y = (x - weights[mean].reshape(-1)) / np.sqrt(weights[variance].reshape(-1) + layer.epsilon)
+        shape = x.shape[1:]
+        y = (x - weights[mean].reshape(shape)) / np.sqrt(weights[variance].reshape(shape) + layer.epsilon)
         return y if layer.clip is None else np.clip(y, -layer.clip, layer.clip)
 
     return normalize
 
 
+def _conv_twin(layer: keras.layers.Conv2D, index: dict[int, int]) -> Head | None:
+    """An im2col Conv2D (valid padding, channels last, no dilation or groups), or None for any other."""
+    if (layer.padding != "valid" or layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1)
+            or layer.groups != 1):
+        return None
+    (kh, kw), (sh, sw) = layer.kernel_size, layer.strides
+    kernel = index[id(layer.kernel)]
+    bias = index[id(layer.bias)] if layer.use_bias else None
+    activation = _NUMPY_ACTIVATIONS[layer.activation.__name__]
+
+    def conv(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
+        windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
+        # [B, OH, OW, C, kh, kw] -> patches [B, OH, OW, kh * kw * C], the order of the kernel's [kh, kw, C, F]
+        patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(*windows.shape[:3], -1)
+        y = patches @ weights[kernel].reshape(-1, weights[kernel].shape[-1])
+        return activation(y if bias is None else y + weights[bias])
+
+    return conv
+
+
+def _shape_twin(layer: keras.layers.Layer) -> Head:
+    """Rescaling, Reshape and Flatten, which hold no weights."""
+    if isinstance(layer, keras.layers.Rescaling):
+        scale, offset = np.float32(layer.scale), np.float32(layer.offset)
+        return lambda weights, x: x * scale + offset
+    if isinstance(layer, keras.layers.Reshape):
+        return lambda weights, x: x.reshape(x.shape[0], *layer.target_shape)
+    return lambda weights, x: x.reshape(x.shape[0], -1)
+
+
+def _probe(network: keras.Model, rng: np.random.Generator) -> np.ndarray:
+    """8 random observations in the dtype of the network's input (0 / 1 for bool, 0..255 for uint8)."""
+    shape, dtype = (8, *network.inputs[0].shape[1:]), np.dtype(network.inputs[0].dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, shape).astype(bool)
+    if dtype.kind in "ui":
+        return rng.integers(0, min(np.iinfo(dtype).max, 255) + 1, shape).astype(dtype)
+    return rng.normal(size=shape).astype(np.float32)
+
+
 def numpy_forward(network: keras.Model) -> Forward | None:
-    """A numpy twin of `network`, or None when the network is not a Dense trunk (optionally after
-    an `ObservationNormalization` of the observations) with a policy head (Dense logits or
-    `GaussianHead`) and a Dense value head (then the caller acts through TensorFlow).
+    """A numpy twin of `network`, or None when the network is not a chain of the layers it knows with
+    a policy head (Dense logits or `GaussianHead`) and a Dense value head (then the caller acts through
+    TensorFlow). It knows Dense, Conv2D (valid padding), `ObservationNormalization` (of the raw
+    observations), Rescaling, Reshape and Flatten.
 
     The twin takes the list of `network.weights` values (see `weights_of`) and observations
-    [B, *obs_shape], and returns (policy params [B, P], values [B]). It is checked
-    against the Keras forward pass on random inputs before it is used.
+    [B, *obs_shape] (in the input's dtype, or float32), and returns (policy params [B, P], values [B]).
+    It is checked against the Keras forward pass on random inputs before it is used.
     """
-    layers, normalizers = [], []
+    index = {id(v): i for i, v in enumerate(network.weights)}
+    weighted, trunk = [], []  # weighted: the Dense / GaussianHead layers; trunk: twins in order
+    spatial = False  # with a Conv2D or a Reshape, observations keep their shape until a Flatten
     for layer in network.layers:
+        if any(id(v) not in index for v in layer.weights):
+            return None
         if isinstance(layer, ObservationNormalization):
-            if layers:
+            if trunk:
                 return None  # the twin normalises the raw observations only
-            normalizers.append(layer)
-        elif isinstance(layer, keras.layers.Dense):
+            trunk.append(_normalization_twin(layer, index))
+        elif isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
             if getattr(layer.activation, "__name__", None) not in _NUMPY_ACTIVATIONS:
                 return None
-            layers.append(layer)
+            if isinstance(layer, keras.layers.Dense):
+                weighted.append(layer)
+                trunk.append(_dense_twin(layer, index))
+            else:
+                spatial = True
+                if weighted or (twin := _conv_twin(layer, index)) is None:
+                    return None
+                trunk.append(twin)
         elif isinstance(layer, GaussianHead):
-            layers.append(layer)
-        elif not isinstance(layer, (keras.layers.InputLayer, keras.layers.Flatten)):
+            weighted.append(layer)
+            trunk.append(_gaussian_twin(layer, index))
+        elif isinstance(layer, (keras.layers.Rescaling, keras.layers.Reshape, keras.layers.Flatten)):
+            spatial = spatial or isinstance(layer, keras.layers.Reshape)
+            trunk.append(_shape_twin(layer))
+        elif not isinstance(layer, keras.layers.InputLayer):
             return None
-    if len(layers) < 2 or len(network.inputs) != 1:
+    if len(weighted) < 2 or len(network.inputs) != 1:
         return None
-    # Only the policy head may be a GaussianHead, the value head is a Dense; Keras lists the two
-    # heads in either order, and the numerical check below decides which is which.
-    if not isinstance(layers[-2], keras.layers.Dense) and not isinstance(layers[-1], keras.layers.Dense):
+    # The last two weighted layers are the heads. Only the policy head may be a GaussianHead, the value
+    # head is a Dense; Keras lists the two heads in either order, and the numerical check below decides
+    # which is which.
+    if not isinstance(weighted[-2], keras.layers.Dense) and not isinstance(weighted[-1], keras.layers.Dense):
         return None
-    if any(isinstance(layer, GaussianHead) for layer in layers[:-2]):
+    if any(isinstance(layer, GaussianHead) for layer in weighted[:-2]):
         return None
-    index = {id(v): i for i, v in enumerate(network.weights)}
-    if any(id(v) not in index for layer in layers + normalizers for v in layer.weights):
-        return None
-    twins = [_dense_twin(layer, index) if isinstance(layer, keras.layers.Dense) else _gaussian_twin(layer, index)
-             for layer in layers]
-    trunk = [_normalization_twin(layer, index) for layer in normalizers] + twins[:-2]
+    heads, trunk = trunk[-2:], trunk[:-2]
 
     # The layer walk above assumes a chain; the numbers decide whether it is one.
-    obs_shape = tuple(network.inputs[0].shape[1:])
-    if any(d is None for d in obs_shape):
+    if any(d is None for d in network.inputs[0].shape[1:]):
         return None
-    probe = np.random.default_rng(0).normal(size=(8, *obs_shape)).astype(np.float32)
+    probe = _probe(network, np.random.default_rng(0))
     try:
         params, values = (np.asarray(y) for y in network(probe))
     except Exception:
         return None
     weights = weights_of(network)
-    for policy_head, value_head in (twins[-2:], twins[-2:][::-1]):
+    for policy_head, value_head in (heads, heads[::-1]):
 
         def forward(weights: Sequence[np.ndarray], obs: np.ndarray, policy_head=policy_head, value_head=value_head):
-            x = obs.reshape(obs.shape[0], -1)
+            x = obs.astype(np.float32, copy=False)
+            if not spatial:  # a Dense chain takes flat observations
+                x = x.reshape(x.shape[0], -1)
             for layer in trunk:
                 x = layer(weights, x)
             return policy_head(weights, x), value_head(weights, x)[:, 0]

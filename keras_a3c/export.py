@@ -15,7 +15,9 @@ returns a dict holding that tensor under the output key given in [brackets]:
       [batch, sum(nvec)] (the parts side by side), [batch, n];
       Box: [mean_and_log_std] float32 [batch, 2D], concat(mean, log_std) with the log std clamped as in training.
   value(observations) -> [value] float32 V(s) [batch].
-Inputs: `observations` float32 [batch, *obs_shape] (any batch size); `seed` an int64 scalar.
+Inputs: `observations` [batch, *obs_shape] (any batch size) in the dtype of the network's input: float32,
+or the env's own dtype for `actor_critic_cnn` (e.g. uint8; the signatures declare it, and the endpoint
+functions also take float32 with the same values); `seed` an int64 scalar.
 The `serving_default` signature is `serve`, for TF Serving.
 
     policy = tf.saved_model.load(path)
@@ -96,9 +98,15 @@ def _write_saved_model(network: keras.Model, path: str, action_space: gym.Space 
     codec = ObservationCodec.for_network(network)
     obs_spec = codec.specs()  # one spec, or a dict / tuple of them for a network with several inputs
     leaf_specs = codec.parts(obs_spec)
+    # An input of another dtype than float32 (a uint8 image) is also taken as float32 by the endpoints.
+    float_leaf_specs = [spec if integer or spec.dtype == tf.float32 else tf.TensorSpec(spec.shape, name=spec.name)
+                        for spec, integer in zip(leaf_specs, codec.integer, strict=True)]
+    traced = [leaf_specs] + ([float_leaf_specs] if float_leaf_specs != leaf_specs else [])
     seed_spec = tf.TensorSpec((), tf.int64, name="seed")
 
     def outputs(observations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        observations = codec.rebuild([tf.cast(leaf, spec.dtype) for leaf, spec in
+                                      zip(codec.parts(observations), leaf_specs, strict=True)])
         params, value = network(observations, training=False)
         if codec.masked:  # the policy only takes the actions the mask allows
             params = masked_params(params, observations[MASK_KEY])
@@ -152,14 +160,16 @@ def _write_saved_model(network: keras.Model, path: str, action_space: gym.Space 
     variables = {}
     leaves = len(leaf_specs)
     for name, (fn, extra_specs, key) in endpoints.items():
-        endpoint = tf.function(fn, input_signature=[obs_spec, *extra_specs], autograph=False)
+        endpoint = tf.function(fn, autograph=False)
+        for specs in traced:
+            endpoint.get_concrete_function(codec.rebuild(specs), *extra_specs)  # the traces saved
         setattr(module, name, endpoint)
         # A signature takes flat named tensors: one per observation entry, then the seed.
         signatures[name] = tf.function(
             lambda *args, endpoint=endpoint, key=key: {key: endpoint(codec.rebuild(args[:leaves]), *args[leaves:])},
             input_signature=[*leaf_specs, *extra_specs], autograph=False,
         )
-        variables.update((id(v), v) for v in endpoint.get_concrete_function().variables)
+        variables.update((id(v), v) for v in endpoint.get_concrete_function(obs_spec, *extra_specs).variables)
     signatures["serving_default"] = signatures["serve"]
     # Save the tf.Variables the endpoints read (as keras.export does), not the Keras wrappers:
     # with those, the TF1 session of `saved_model_cli run` cannot find the variables.

@@ -156,7 +156,13 @@ def actor_critic_mlp(
             kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2.0)),
             name=f"trunk_{i}",
         )(x)
-    # Small initial logits (means) keep the first policy close to uniform (zero-mean), as in SB3/Baselines.
+    return keras.Model(inputs, _heads(x, action_space, std, log_std_init), name=name)
+
+
+def _heads(x, action_space: gym.Space, std: str, log_std_init: float) -> list:
+    """[policy params, value] on the trunk's features x: a Dense of logits (a `GaussianHead` for Box
+    actions) and a Dense value. Small initial logits (means) keep the first policy close to uniform
+    (zero-mean), as in SB3 / Baselines."""
     if isinstance(action_space, gym.spaces.Box):
         policy = GaussianHead(
             int(action_space.shape[0]), std=std, log_std_init=log_std_init,
@@ -168,7 +174,63 @@ def actor_critic_mlp(
             kernel_initializer=keras.initializers.Orthogonal(0.01), name="logits",
         )(x)
     value = keras.layers.Dense(1, kernel_initializer=keras.initializers.Orthogonal(1.0), name="value")(x)
-    return keras.Model(inputs, [policy, value], name=name)
+    return [policy, value]
+
+
+# (filters, kernel size, stride) of each Conv2D layer and the width of the Dense layer after them.
+CNN_ARCHITECTURES: dict[str, tuple[tuple[tuple[int, int, int], ...], int]] = {
+    # Mnih et al. 2016 (A3C), section 8: the network of Mnih et al. 2013 (DQN) for 84x84 Atari frames.
+    "atari": (((16, 8, 4), (32, 4, 2)), 256),
+    # Young & Tian 2019 (MinAtar), section 5: one small convolution for 10x10 inputs.
+    "minatar": (((16, 3, 1),), 128),
+}
+
+
+def actor_critic_cnn(
+    observation_space: gym.spaces.Box,
+    action_space: gym.Space,
+    architecture: str = "atari",
+    name: str = "actor_critic_cnn",
+    std: str = "state_independent",
+    log_std_init: float = 0.0,
+) -> keras.Model:
+    """A shared convolutional trunk with a policy head and a value head, for image observations.
+
+    The input takes the env's observations as they are, in their own dtype (the exported policy's
+    signature says which): a uint8 image is scaled by 1/255 inside the network, a bool one (MinAtar)
+    becomes 0 / 1, a float one is taken as it is. Every layer of the trunk is followed by a ReLU.
+
+    Args:
+      observation_space: a `Box` of shape [H, W, C] (or [H, W], one channel).
+      action_space: as `actor_critic_mlp`.
+      architecture: "atari", the A3C paper's network (Conv 16 8x8 stride 4, Conv 32 4x4 stride 2,
+        Dense 256), or "minatar", the MinAtar paper's (Conv 16 3x3 stride 1, Dense 128); see
+        `CNN_ARCHITECTURES`.
+      name, std, log_std_init: as `actor_critic_mlp`.
+
+    Returns:
+      A functional `keras.Model` mapping [B, *obs_shape] in the space's dtype (or float32) to
+      (policy params [B, P], value [B, 1]).
+    """
+    check_spaces(observation_space, action_space)
+    if architecture not in CNN_ARCHITECTURES:
+        raise ValueError(f"unknown architecture {architecture!r}; expected one of {sorted(CNN_ARCHITECTURES)}")
+    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) not in (2, 3):
+        raise ValueError(f"actor_critic_cnn needs a Box observation space of shape [H, W, C] or [H, W], got "
+                         f"{observation_space} (use actor_critic_mlp for vectors)")
+    dtype = np.dtype(observation_space.dtype)
+    inputs = keras.Input(observation_space.shape, dtype=dtype.name, name="observation")
+    x = keras.layers.Rescaling(1.0 / 255.0 if dtype == np.uint8 else 1.0, name="scale")(inputs)
+    if len(observation_space.shape) == 2:
+        x = keras.layers.Reshape((*observation_space.shape, 1), name="channel")(x)
+    convolutions, units = CNN_ARCHITECTURES[architecture]
+    for i, (filters, kernel, stride) in enumerate(convolutions):
+        x = keras.layers.Conv2D(filters, kernel, strides=stride, activation="relu",
+                                kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2.0)), name=f"conv_{i}")(x)
+    x = keras.layers.Flatten(name="flatten")(x)
+    x = keras.layers.Dense(units, activation="relu", kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2.0)),
+                           name="trunk_0")(x)
+    return keras.Model(inputs, _heads(x, action_space, std, log_std_init), name=name)
 
 
 def _structured_inputs(space: gym.spaces.Dict | gym.spaces.Tuple, normalize: bool) -> tuple:
@@ -204,7 +266,7 @@ def check_network(network: keras.Model, observation_space: gym.spaces.Box, actio
     distribution = for_action_space(action_space)
     if not isinstance(network, keras.Model):
         raise TypeError(f"the network must be a keras.Model, got {type(network).__name__}")
-    batch = ObservationCodec.for_space(observation_space).zeros(2)
+    batch = ObservationCodec.for_space(observation_space, network).zeros(2)
     try:
         outputs = network(batch)
     except Exception as exc:

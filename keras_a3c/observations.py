@@ -10,7 +10,9 @@ into its dtype's row beside the other leaves of that dtype, in the space's key o
 own dtype (a uint8 image stays 1 byte per pixel in a segment) except that floats are stored as float32
 (the network computes in float32), bool as uint8 and a `Discrete` index as int32. The codec gives rows
 back to the network in the space's structure: a tensor for `Box`, a dict {key: tensor} for `Dict`, a
-tuple for `Tuple`, each leaf float32 [N, *leaf_shape] (a `Discrete` leaf int32 [N]).
+tuple for `Tuple`, each leaf [N, *leaf_shape] in the dtype of the network's input for it (float32 by
+default; a network may take an image in its own uint8, see `actor_critic_cnn`), a `Discrete` leaf
+as an int32 index [N].
 """
 
 from __future__ import annotations
@@ -72,22 +74,36 @@ def storage_dtype(leaf: Leaf) -> np.dtype:
     return np.dtype(np.uint8) if dtype.kind == "b" else dtype
 
 
+_KINDS = {gym.spaces.Dict: "dict", gym.spaces.Tuple: "tuple"}
+
+
+def _network_inputs(network) -> tuple[list[tuple[str | int | None, Any]], str]:
+    """([(key, input tensor)], structure) of a Keras model: one input, a dict or a list of inputs."""
+    inputs = network.input
+    if isinstance(inputs, dict):
+        return list(inputs.items()), "dict"
+    if isinstance(inputs, (list, tuple)):
+        return list(enumerate(inputs)), "tuple"
+    return [(None, inputs)], "array"
+
+
 class ObservationCodec:
     """Turns observations into rows, one array [B, F_g] per storage dtype, and gives rows back in their
     structure.
 
     Args:
-      leaves: (key, shape, integer, dtype) of each leaf, in order: key None for a plain array, a dict key
-        or a position in a tuple; `integer` for a Discrete leaf (shape (), an int32 index at the
-        network); `dtype` the leaf's storage dtype.
+      leaves: (key, shape, integer, dtype, input dtype) of each leaf, in order: key None for a plain
+        array, a dict key or a position in a tuple; `integer` for a Discrete leaf (shape (), an int32
+        index at the network); `dtype` the leaf's storage dtype; `input dtype` the network's.
       structure: "array", "dict" or "tuple".
     """
 
-    def __init__(self, leaves: Sequence[tuple[str | int | None, tuple[int, ...], bool, Any]], structure: str):
-        self.keys = [key for key, _, _, _ in leaves]
-        self.shapes = [tuple(shape) for _, shape, _, _ in leaves]
-        self.integer = [integer for _, _, integer, _ in leaves]
-        self.dtypes = [np.dtype(dtype) for _, _, _, dtype in leaves]
+    def __init__(self, leaves: Sequence[tuple[str | int | None, tuple[int, ...], bool, Any, Any]], structure: str):
+        self.keys = [leaf[0] for leaf in leaves]
+        self.shapes = [tuple(leaf[1]) for leaf in leaves]
+        self.integer = [leaf[2] for leaf in leaves]
+        self.dtypes = [np.dtype(leaf[3]) for leaf in leaves]
+        self.input_dtypes = [tf.as_dtype(leaf[4]) for leaf in leaves]
         self.structure_kind = structure
         self.sizes = [math.prod(shape) for shape in self.shapes]
         # One row per storage dtype, float32 first (it travels inside the segment's float32 array).
@@ -108,28 +124,38 @@ class ObservationCodec:
         self.masked = self._mask_leaf is not None
 
     @classmethod
-    def for_space(cls, space: gym.Space) -> ObservationCodec:
-        """The codec of an observation space (see `leaves_of`)."""
-        leaves = [(key, () if isinstance(leaf, gym.spaces.Discrete) else tuple(leaf.shape),
-                   isinstance(leaf, gym.spaces.Discrete), storage_dtype(leaf)) for key, leaf in leaves_of(space)]
-        kinds = {gym.spaces.Dict: "dict", gym.spaces.Tuple: "tuple"}
-        return cls(leaves, next((kind for t, kind in kinds.items() if isinstance(space, t)), "array"))
+    def for_space(cls, space: gym.Space, network=None) -> ObservationCodec:
+        """The codec of an observation space (see `leaves_of`), for `network`'s input dtypes when given
+        (else float32, int32 for a Discrete leaf)."""
+        kind = next((kind for t, kind in _KINDS.items() if isinstance(space, t)), "array")
+        inputs = None
+        if network is not None:
+            try:
+                inputs = dict(_network_inputs(network)[0])
+            except (AttributeError, ValueError):  # a model with no symbolic inputs: float32 it is
+                pass
+        leaves = []
+        for key, leaf in leaves_of(space):
+            integer = isinstance(leaf, gym.spaces.Discrete)
+            if inputs is not None and key in inputs:
+                input_dtype = inputs[key].dtype
+            else:
+                input_dtype = tf.int32 if integer else tf.float32
+            leaves.append((key, () if integer else tuple(leaf.shape), integer, storage_dtype(leaf), input_dtype))
+        return cls(leaves, kind)
 
     @classmethod
     def for_network(cls, network) -> ObservationCodec:
-        """The codec of a Keras model's inputs: one input, a dict of inputs or a list of inputs (integer
-        dtypes of shape [B] are Discrete leaves, stored int32; every other input float32)."""
-        inputs = network.input
-        if isinstance(inputs, dict):
-            items, kind = list(inputs.items()), "dict"
-        elif isinstance(inputs, (list, tuple)):
-            items, kind = list(enumerate(inputs)), "tuple"
-        else:
-            items, kind = [(None, inputs)], "array"
+        """The codec of a Keras model's inputs: one input, a dict of inputs or a list of inputs (an integer
+        input of shape [B] is a Discrete leaf, stored int32; a float input is stored float32, a bool one
+        uint8, any other in its dtype)."""
+        items, kind = _network_inputs(network)
         leaves = []
         for key, tensor in items:
-            integer = "int" in str(tensor.dtype) and len(tensor.shape) == 1
-            leaves.append((key, tuple(tensor.shape[1:]), integer, np.int32 if integer else np.float32))
+            dtype = tf.as_dtype(tensor.dtype)
+            integer = dtype.is_integer and len(tensor.shape) == 1
+            storage = np.float32 if dtype.is_floating else np.uint8 if dtype == tf.bool else dtype.as_numpy_dtype
+            leaves.append((key, tuple(tensor.shape[1:]), integer, storage, dtype))
         return cls(leaves, kind)
 
     def parts(self, observations: Any) -> list[Any]:
@@ -182,20 +208,21 @@ class ObservationCodec:
         """Rows (one tensor [N, F_g] per storage dtype) -> the network's input: a tensor, dict or tuple of
         leaves float32 [N, *leaf_shape] (a Discrete leaf int32 [N])."""
         leaves = []
-        for (g, columns), shape, integer in zip(self._where, self.shapes, self.integer, strict=True):
+        for (g, columns), shape, integer, dtype in zip(self._where, self.shapes, self.integer, self.input_dtypes,
+                                                       strict=True):
             part = rows[g] if len(self.keys) == 1 else rows[g][:, columns]
-            leaves.append(tf.cast(part[:, 0], tf.int32) if integer
-                          else tf.reshape(tf.cast(part, tf.float32), [-1, *shape]))
+            leaves.append(tf.cast(part[:, 0], dtype) if integer else tf.reshape(tf.cast(part, dtype), [-1, *shape]))
         return self.rebuild(leaves)
 
     def structure_numpy(self, rows: Sequence[np.ndarray]) -> Any:
         """The numpy twin of `structure`."""
+        dtypes = [dtype.as_numpy_dtype for dtype in self.input_dtypes]
         if len(self.keys) == 1 and not self.integer[0]:  # the hot path of a Box observation
-            return rows[0].reshape(-1, *self.shapes[0]).astype(np.float32, copy=False)
-        return self.rebuild([rows[g][:, columns][:, 0].astype(np.int32) if integer
-                             else rows[g][:, columns].reshape(-1, *shape).astype(np.float32, copy=False)
-                             for (g, columns), shape, integer in zip(self._where, self.shapes, self.integer,
-                                                                     strict=True)])
+            return rows[0].reshape(-1, *self.shapes[0]).astype(dtypes[0], copy=False)
+        return self.rebuild([rows[g][:, columns][:, 0].astype(dtype) if integer
+                             else rows[g][:, columns].reshape(-1, *shape).astype(dtype, copy=False)
+                             for (g, columns), shape, integer, dtype in zip(self._where, self.shapes, self.integer,
+                                                                            dtypes, strict=True)])
 
     def mask(self, rows: Sequence[np.ndarray]) -> np.ndarray:
         """The action mask [B, P] in `rows` (only when `masked`)."""
@@ -216,8 +243,8 @@ class ObservationCodec:
         input, its key for a dict entry, "observations_<i>" for a tuple entry."""
         names = ["observations" if key is None else key if self.structure_kind == "dict" else f"observations_{key}"
                  for key in self.keys]
-        return self.rebuild([tf.TensorSpec([batch, *shape], tf.int32 if integer else tf.float32, name=str(name))
-                             for name, shape, integer in zip(names, self.shapes, self.integer, strict=True)])
+        return self.rebuild([tf.TensorSpec([batch, *shape], dtype, name=str(name))
+                             for name, shape, dtype in zip(names, self.shapes, self.input_dtypes, strict=True)])
 
     def zeros(self, batch: int) -> Any:
         """A batch of all-zero observations in the network's structure."""

@@ -18,9 +18,11 @@ import keras
 from keras_a3c.agent import A3C
 from keras_a3c.config import A3CConfig
 from keras_a3c.envs import env_spaces
-from keras_a3c.networks import STD_PARAMETERISATIONS, actor_critic_mlp
+from keras_a3c.networks import CNN_ARCHITECTURES, STD_PARAMETERISATIONS, actor_critic_cnn, actor_critic_mlp
 
 OPTIMIZERS = ("adam", "rmsprop")
+# "mlp": `actor_critic_mlp`; any other: `actor_critic_cnn` with that architecture.
+NETWORKS = ("mlp", *CNN_ARCHITECTURES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +38,7 @@ class Preset:
         `learning_rate` over this many updates, then holds (keyed on `optimizer.iterations`,
         so it carries on across save / load); 0 keeps it constant.
       epsilon: the optimizer's epsilon.
+      network: "mlp" (`actor_critic_mlp`), or the `actor_critic_cnn` architecture ("atari", "minatar").
       hidden_units: widths of the shared MLP trunk (`actor_critic_mlp`).
       std: the Gaussian head's std parameterisation (Box actions only).
       log_std_init: the Gaussian head's initial log std (Box actions only).
@@ -54,6 +57,7 @@ class Preset:
     optimizer: str = "adam"
     learning_rate_decay_updates: int = 0
     epsilon: float = 1e-7
+    network: str = "mlp"
     hidden_units: tuple[int, ...] = (64, 64)
     std: str = "state_independent"
     log_std_init: float = 0.0
@@ -70,6 +74,8 @@ class Preset:
             raise ValueError(f"learning_rate and epsilon must be > 0, got {self.learning_rate!r}, {self.epsilon!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.network not in NETWORKS:
+            raise ValueError(f"network must be one of {NETWORKS}, got {self.network!r}")
         if self.std not in STD_PARAMETERISATIONS:
             raise ValueError(f"std must be one of {STD_PARAMETERISATIONS}, got {self.std!r}")
         for name in ("workers", "envs_per_worker", "total_steps", "steps_per_epoch", "learning_rate_decay_updates",
@@ -92,7 +98,10 @@ class Preset:
         return keras.optimizers.Adam(learning_rate, epsilon=self.epsilon)
 
     def make_network(self, observation_space: gym.Space, action_space: gym.Space) -> keras.Model:
-        """The preset's actor-critic MLP for these spaces."""
+        """The preset's actor-critic for these spaces."""
+        if self.network != "mlp":
+            return actor_critic_cnn(observation_space, action_space, self.network, std=self.std,
+                                    log_std_init=self.log_std_init)
         return actor_critic_mlp(observation_space, action_space, hidden_units=self.hidden_units, std=self.std,
                                 log_std_init=self.log_std_init, normalize_observations=self.normalize_observations)
 
@@ -166,7 +175,23 @@ PENDULUM = Preset(
     steps_per_epoch=50_000,
 )
 
-PRESETS = {"defaults": DEFAULTS, "cartpole": CARTPOLE, "pendulum": PENDULUM}
+# The settings of examples/minatar_a3c.py: the MinAtar paper's network on MinAtar's 10x10 images, 16 envs a
+# worker; the defaults' update with the entropy bonus of the A3C paper's Atari runs (0.01).
+MINATAR = Preset(
+    env="MinAtar/Breakout-v1",
+    config=A3CConfig(entropy_coef=0.01),
+    learning_rate=7e-4,
+    optimizer="rmsprop",
+    epsilon=1e-5,
+    network="minatar",
+    workers=8,
+    envs_per_worker=16,
+    total_steps=10_000_000,
+    eval_episodes=20,
+    steps_per_epoch=100_000,
+)
+
+PRESETS = {"defaults": DEFAULTS, "cartpole": CARTPOLE, "pendulum": PENDULUM, "minatar": MINATAR}
 
 
 def get(name: str) -> Preset:

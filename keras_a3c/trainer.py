@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING
 
 import keras
+from threadpoolctl import threadpool_limits
 
 from keras_a3c.acting import ActionSampler, LocalPolicy, compiled_params, numpy_forward, weights_of
 from keras_a3c.callbacks import ProgressLogger
@@ -114,13 +115,16 @@ class Trainer:
 
     def run(self) -> keras.callbacks.History:
         """Train; returns the agent's History (see `A3C.fit`)."""
-        try:
-            self._start_workers()
-            callback_list = self._callback_list()
-            callback_list.on_train_begin()
-            self._loop(callback_list)
-        finally:
-            self._stop_workers()
+        # One BLAS thread while the workers run: the workers are the parallelism, and a numpy twin's
+        # matmuls each spreading over every core made a CNN twin 2-5x slower than on one (OpenBLAS).
+        with threadpool_limits(limits=1, user_api="blas"):
+            try:
+                self._start_workers()
+                callback_list = self._callback_list()
+                callback_list.on_train_begin()
+                self._loop(callback_list)
+            finally:
+                self._stop_workers()
         if self.state.error is not None:
             raise self.state.error
         if self.ctrl_c.pressed:
@@ -142,7 +146,7 @@ class Trainer:
         variables = agent.network.trainable_variables
         if not agent.optimizer.built:
             agent.optimizer.build(variables)  # slots exist before any thread can race to create them
-        codec = ObservationCodec.for_space(self.observation_space)
+        codec = ObservationCodec.for_space(self.observation_space, agent.network)
         layout = SegmentLayout(codec.row_layout, sampler.shape, sampler.dtype)
         train_function = agent.learner.compile(layout, batch, self.action_space, codec)
         forward = numpy_forward(agent.network)

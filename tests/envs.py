@@ -208,6 +208,24 @@ class MaskedIdentityEnv(IdentityEnv):
         return super().step(action)
 
 
+class ImageIdentityEnv(IdentityEnv):
+    """Observe a [10, 10, 2] image, uint8 (0 / 255) or bool like MinAtar's: channel 0 lights the quadrant
+    of the target (one of 4 actions), channel 1 is noise. Reward 1 for the target; 10 steps an episode."""
+
+    def __init__(self, dtype=np.uint8, episode_length: int = 10):
+        super().__init__(4, episode_length)
+        high = 1 if dtype is bool else 255
+        self.observation_space = gym.spaces.Box(0, high, (10, 10, 2), dtype)
+
+    def _observe(self):
+        self.target = int(self.np_random.integers(4))
+        image = np.zeros((10, 10, 2), self.observation_space.dtype)
+        row, column = divmod(self.target, 2)
+        image[5 * row:5 * row + 5, 5 * column:5 * column + 5, 0] = self.observation_space.high.flat[0]
+        image[..., 1] = self.np_random.integers(0, 2, (10, 10)) * self.observation_space.high.flat[0]
+        return image
+
+
 class InfoMaskedIdentityEnv(MaskedIdentityEnv):
     """MaskedIdentityEnv that observes only the target and gives its mask in `info["action_mask"]`, as
     gymnasium's Taxi does."""

@@ -1,12 +1,15 @@
-"""Serve an exported policy in a fresh Python process that never imports keras_a3c: a SavedModel's
-`serve` signature through TensorFlow alone, an ONNX model through onnxruntime alone."""
+"""Serve an exported policy in a fresh Python process that never imports keras_a3c (a SavedModel's
+`serve` signature through TensorFlow alone, an ONNX model through onnxruntime alone), or a TFLite file
+through the TFLite interpreter."""
 
 import json
 import os
 import subprocess
 import sys
+import warnings
 
 import numpy as np
+import tensorflow as tf
 
 SERVE = """
 import json, sys
@@ -15,7 +18,8 @@ path, feed = sys.argv[1], json.loads(sys.argv[2])
 if path.endswith(".onnx"):
     import onnxruntime
     session = onnxruntime.InferenceSession(path)
-    types = {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64}
+    types = {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
+             "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
     inputs = {i.name: np.array(feed[i.name], types[i.type]) for i in session.get_inputs()}
     actions = session.run(["actions"], inputs)[0]
 else:
@@ -41,3 +45,13 @@ def serve_in_a_fresh_process(path, feed: dict[str, np.ndarray]) -> dict:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result["actions"] = np.array(result["actions"], result["dtype"])
     return result
+
+
+def tflite_interpreter(path: str):
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # tf.lite.Interpreter is deprecated but still in TF 2.21
+        Interpreter = tf.lite.Interpreter
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+        return Interpreter(model_path=path)

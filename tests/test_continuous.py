@@ -17,7 +17,7 @@ from envs import (
     MultiDiscreteIdentityEnv,
     SpaceEnv,
 )
-from test_export import tflite_interpreter
+from served import tflite_interpreter
 
 import keras_a3c
 from keras_a3c.acting import ActionSampler, numpy_forward, weights_of

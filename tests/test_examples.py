@@ -1,5 +1,6 @@
 """The examples end to end with tiny budgets (train, evaluate, export, checkpoint, resume), and their flagfiles."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -71,7 +72,11 @@ print(len(lines), "flags match")
 """
 
 
-@pytest.mark.parametrize("name, example", [("cartpole", "cartpole"), ("pendulum", "pendulum"), ("defaults", "train")])
+NEEDS_MINATAR = pytest.mark.skipif(importlib.util.find_spec("minatar") is None, reason="needs minatar (GPL, optional)")
+
+
+@pytest.mark.parametrize("name, example", [("cartpole", "cartpole"), ("pendulum", "pendulum"), ("defaults", "train"),
+                                           pytest.param("minatar", "minatar_a3c", marks=NEEDS_MINATAR)])
 def test_flagfile_holds_the_preset_and_the_example_defaults(name, example):
     """flags/<name>.flags, keras_a3c.presets.<NAME> and the example's flag defaults must not drift apart."""
     out = subprocess.run(
@@ -174,3 +179,17 @@ def test_a_tuple_observation_task_trains_exports_and_plays(tmp_path):
                          example=os.path.join(ROOT, "examples", "play.py"))
     assert played.returncode == 0, played.stderr
     assert "20 episodes: mean return" in played.stdout
+
+
+@NEEDS_MINATAR
+def test_the_minatar_example_trains_from_bool_images_exports_and_plays(tmp_path):
+    export_dir = tmp_path / "policy"
+    out = run_example("--workers=2", "--envs_per_worker=4", "--total_steps=3000", "--eval_episodes=2", "--verbose=0",
+                      f"--export_dir={export_dir}", example=os.path.join(ROOT, "examples", "minatar_a3c.py"))
+    assert out.returncode == 0, out.stderr
+    assert "deterministic policy over 2 episodes" in out.stdout
+    played = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "play.py"), f"--policy={export_dir}",
+                             "--env=MinAtar/Breakout-v1", "--episodes=2", "--quiet"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert played.returncode == 0, played.stderr
+    assert "2 episodes: mean return" in played.stdout

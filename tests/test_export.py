@@ -7,13 +7,13 @@ import re
 import shutil
 import subprocess
 import sys
-import warnings
 
 import gymnasium as gym
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from served import tflite_interpreter
 
 import keras_a3c
 from keras_a3c.distributions import LOG_STD_MAX, LOG_STD_MIN
@@ -160,16 +160,6 @@ def test_saved_model_cli_runs_the_policy(agent, saved_model, signature, tmp_path
     actions = np.load(tmp_path / "out" / "actions.npy")  # --outdir writes each output key as .npy
     expected = agent.predict(obs) if signature == "serve" else expected_samples(agent, obs, 7)
     np.testing.assert_allclose(actions, expected, rtol=1e-5, atol=1e-6)
-
-
-def tflite_interpreter(path: str):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # tf.lite.Interpreter is deprecated but still in TF 2.21
-        Interpreter = tf.lite.Interpreter
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
-        return Interpreter(model_path=path)
 
 
 def test_tflite_serves_the_same_actions_as_the_saved_model(agent, saved_model, tmp_path):
