@@ -112,3 +112,13 @@ def test_spaces_smoke_run(tmp_path):
     run = json.loads(out.read_text())
     assert run["env_steps"] >= 2000 and run["observations_checked"] > 0
     assert run["exports_match_predict"] == {"saved_model": True, "onnx": True}
+
+
+def test_acting_smoke_run(tmp_path):
+    out = tmp_path / "acting.json"
+    run_script("acting", "--calls=10", f"--json={out}")
+    results = json.loads(out.read_text())["results"]
+    assert set(results) == {"minatar", "atari"}
+    for ways in results.values():
+        assert all(ways[key] > 0 for key in ("numpy_twin_ms", "numpy_twin_default_blas_threads_ms", "compiled_ms",
+                                             "batched_per_worker_ms"))
