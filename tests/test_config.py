@@ -11,6 +11,7 @@ import pytest
 import keras_a3c
 from keras_a3c import presets
 from keras_a3c.config import A3CConfig
+from keras_a3c.networks import CNN_ARCHITECTURES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -59,13 +60,21 @@ def test_compile_takes_a_config_and_keyword_overrides():
 @pytest.mark.parametrize("name", sorted(presets.PRESETS))
 def test_a_preset_builds_a_compiled_agent_with_its_settings(name):
     preset = presets.get(name)
+    if preset.env.startswith("MinAtar/"):
+        pytest.importorskip("minatar.gym").register_envs()
     agent = preset.make_agent()
     assert agent.config == preset.config
     assert agent.optimizer.__class__.__name__.lower() == preset.optimizer
     assert float(agent.optimizer.epsilon) == pytest.approx(preset.epsilon)
     assert float(agent.optimizer.learning_rate) == pytest.approx(preset.learning_rate)
     hidden = [layer.units for layer in agent.network.layers if layer.name.startswith("trunk_")]
-    assert tuple(hidden) == preset.hidden_units
+    if preset.network == "mlp":
+        assert tuple(hidden) == preset.hidden_units
+    else:
+        convolutions, units = CNN_ARCHITECTURES[preset.network]
+        assert hidden == [units]
+        assert [layer.filters for layer in agent.network.layers if layer.name.startswith("conv_")] == [
+            filters for filters, _, _ in convolutions]
     assert agent.action_space == gym.make(preset.env).action_space
 
 
