@@ -1,13 +1,13 @@
 """How a worker turns observations into actions, cheaply.
 
 In A3C (Algorithm S3) each worker acts with its own copy theta' of the shared
-parameters and refreshes it after each of its updates. For a chain of Dense and Conv2D
-layers (the builders' MLP and CNN networks) that copy is a list of numpy arrays and the
-forward pass runs in numpy: on a small MLP this costs ~10 us per batch, against ~0.5 ms
-for one `tf.function` call, and acting happens once per environment step. Any other
-network acts through one compiled TensorFlow call on the shared variables. The twin
-covers the categorical head (Dense logits) and the Gaussian head (`GaussianHead`: mean
-and log std).
+parameters and refreshes it after each of its updates. For a chain of Dense, Conv2D and
+LayerNormalization layers (the builders' MLP and CNN networks, and user networks like
+them) that copy is a list of numpy arrays and the forward pass runs in numpy: on a
+small MLP this costs ~10 us per batch, against ~0.5 ms for one `tf.function` call,
+and acting happens once per environment step. Any other network acts through one
+compiled TensorFlow call on the shared variables. The twin covers the categorical
+head (Dense logits) and the Gaussian head (`GaussianHead`: mean and log std).
 
 Actions are then sampled in numpy (`ActionSampler`): Gumbel-max for a categorical,
 mean + std * eps for a Gaussian, whose samples are clipped to the Box bounds only
@@ -116,6 +116,21 @@ def _conv_twin(layer: keras.layers.Conv2D, index: dict[int, int]) -> Head | None
     return conv
 
 
+def _layer_normalization_twin(layer: keras.layers.LayerNormalization, index: dict[int, int]) -> Head | None:
+    """Normalisation over the last axis (the default), with its scale and offset; None for any other."""
+    if list(layer.axis) not in ([-1], [len(layer.input.shape) - 1]) or getattr(layer, "rms_scaling", False):
+        return None
+    gamma = index[id(layer.gamma)] if layer.scale else None
+    beta = index[id(layer.beta)] if layer.center else None
+
+    def normalize(weights: Sequence[np.ndarray], x: np.ndarray) -> np.ndarray:
+        y = (x - x.mean(axis=-1, keepdims=True)) / np.sqrt(x.var(axis=-1, keepdims=True) + layer.epsilon)
+        y = y if gamma is None else y * weights[gamma]
+        return y if beta is None else y + weights[beta]
+
+    return normalize
+
+
 def _shape_twin(layer: keras.layers.Layer) -> Head:
     """Rescaling, Reshape and Flatten, which hold no weights."""
     if isinstance(layer, keras.layers.Rescaling):
@@ -139,8 +154,8 @@ def _probe(network: keras.Model, rng: np.random.Generator) -> np.ndarray:
 def numpy_forward(network: keras.Model) -> Forward | None:
     """A numpy twin of `network`, or None when the network is not a chain of the layers it knows with
     a policy head (Dense logits or `GaussianHead`) and a Dense value head (then the caller acts through
-    TensorFlow). It knows Dense, Conv2D (valid padding), `ObservationNormalization` (of the raw
-    observations), Rescaling, Reshape and Flatten.
+    TensorFlow). It knows Dense, Conv2D (valid padding), LayerNormalization (over the last axis),
+    `ObservationNormalization` (of the raw observations), Rescaling, Reshape and Flatten.
 
     The twin takes the list of `network.weights` values (see `weights_of`) and observations
     [B, *obs_shape] (in the input's dtype, or float32), and returns (policy params [B, P], values [B]).
@@ -170,6 +185,10 @@ def numpy_forward(network: keras.Model) -> Forward | None:
         elif isinstance(layer, GaussianHead):
             weighted.append(layer)
             trunk.append(_gaussian_twin(layer, index))
+        elif isinstance(layer, keras.layers.LayerNormalization):
+            if (twin := _layer_normalization_twin(layer, index)) is None:
+                return None
+            trunk.append(twin)
         elif isinstance(layer, (keras.layers.Rescaling, keras.layers.Reshape, keras.layers.Flatten)):
             spatial = spatial or isinstance(layer, keras.layers.Reshape)
             trunk.append(_shape_twin(layer))

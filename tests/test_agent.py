@@ -146,9 +146,10 @@ def test_env_factory_is_called_per_env_copy_so_wrappers_apply():
     assert history.history["episode_return"][-1] > 10  # uniform play scores 25 with the wrapper
 
 
-def test_user_model_that_is_not_a_dense_stack_trains():
+def test_user_model_that_the_numpy_twin_does_not_know_trains():
     inputs = keras.Input((4,))
-    x = keras.layers.LayerNormalization()(keras.layers.Dense(16, activation="relu")(inputs))
+    x = keras.layers.Dense(16, activation="relu")(inputs)
+    x = keras.layers.Concatenate()([x, keras.layers.Dense(8, activation="tanh")(inputs)])  # not a chain
     model = keras.Model(inputs, [keras.layers.Dense(4)(x), keras.layers.Dense(1)(x)])
     assert numpy_forward(model) is None  # acts through TensorFlow instead
     agent = keras_a3c.A3C(model)
@@ -156,6 +157,24 @@ def test_user_model_that_is_not_a_dense_stack_trains():
     history = agent.fit(IdentityEnv, total_steps=1000, workers=2, envs_per_worker=2, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
     assert agent.predict(np.eye(4, dtype=np.float32)).shape == (4,)
+
+
+def test_numpy_twin_of_a_user_network_with_layer_normalization_matches_keras():
+    inputs = keras.Input((4,))
+    x = keras.layers.LayerNormalization()(keras.layers.Dense(16, activation="relu")(inputs))
+    x = keras.layers.LayerNormalization(center=False)(keras.layers.Dense(16, activation="elu")(x))
+    model = keras.Model(inputs, [keras.layers.Dense(3)(x), keras.layers.Dense(1)(x)])
+    for v in model.weights:  # scales and offsets away from 1 and 0
+        v.assign(v + np.random.default_rng(0).normal(0.0, 0.3, v.shape).astype(np.float32))
+    forward = numpy_forward(model)
+    obs = np.random.default_rng(1).normal(size=(32, 4)).astype(np.float32)
+    logits, values = forward(weights_of(model), obs)
+    k_logits, k_values = model(obs)
+    np.testing.assert_allclose(logits, k_logits, atol=1e-4)
+    np.testing.assert_allclose(values, np.ravel(k_values), atol=1e-4)
+    x = keras.layers.LayerNormalization(rms_scaling=True)(keras.layers.Dense(16)(inputs))
+    rms = keras.Model(inputs, [keras.layers.Dense(3)(x), keras.layers.Dense(1)(x)])
+    assert numpy_forward(rms) is None  # a variant the twin does not know: acts through TensorFlow
 
 
 def test_numpy_twin_matches_keras_forward():
