@@ -203,9 +203,10 @@ def test_continuous_identity_env_learns_within_seconds():
     assert mean >= -0.1
 
 
-def test_gaussian_policy_trains_through_tensorflow_when_the_network_is_not_a_dense_stack():
+def test_gaussian_policy_trains_through_tensorflow_when_the_numpy_twin_does_not_know_the_network():
     inputs = keras.Input((1,))
-    x = keras.layers.LayerNormalization()(keras.layers.Dense(16, activation="relu")(inputs))
+    x = keras.layers.Dense(16, activation="relu")(inputs)
+    x = keras.layers.Concatenate()([x, keras.layers.Dense(8, activation="tanh")(inputs)])  # not a chain
     model = keras.Model(inputs, [GaussianHead(1)(x), keras.layers.Dense(1)(x)])
     assert numpy_forward(model) is None  # acts through TensorFlow instead
     agent = keras_a3c.A3C(model)
