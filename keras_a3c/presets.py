@@ -175,17 +175,18 @@ PENDULUM = Preset(
     steps_per_epoch=50_000,
 )
 
-# The settings of examples/minatar_a3c.py: the MinAtar paper's network on MinAtar's 10x10 images, 16 envs a
-# worker; the defaults' update with the entropy bonus of the A3C paper's Atari runs (0.01).
+# The settings of examples/minatar_a3c.py: the MinAtar paper's network on MinAtar's 10x10 images; the defaults'
+# update with the entropy bonus of the A3C paper's Atari runs (0.01), twice their learning rate and 8 envs a
+# worker (more updates per env step): on Breakout, 16.4 at 10M steps against 10.0 with 7e-4 and 16 envs.
 MINATAR = Preset(
     env="MinAtar/Breakout-v1",
     config=A3CConfig(entropy_coef=0.01),
-    learning_rate=7e-4,
+    learning_rate=1.4e-3,
     optimizer="rmsprop",
     epsilon=1e-5,
     network="minatar",
     workers=8,
-    envs_per_worker=16,
+    envs_per_worker=8,
     total_steps=10_000_000,
     eval_episodes=20,
     steps_per_epoch=100_000,
