@@ -350,10 +350,8 @@ def policy_function(
 
     def act(observations) -> np.ndarray:
         rows = codec.rows(observations)
-        if forward is not None:
-            params = forward(weights, codec.structure_numpy(rows))[0]
-        else:
-            params = np.asarray(network(codec.structure_numpy(rows), training=False)[0])
+        inputs = codec.structure_numpy(rows)
+        params = forward(weights, inputs)[0] if forward is not None else np.asarray(network(inputs, training=False)[0])
         if codec.masked:
             params = sampler.mask(params, codec.mask(rows), "policy")
         return sampler.to_env(sampler.mode(params) if deterministic else sampler.sample(params, rng))

@@ -64,11 +64,10 @@ def leaves_of(space: gym.Space) -> list[tuple[str | int | None, Leaf]]:
     return leaves
 
 
-def storage_dtype(leaf: Leaf) -> np.dtype:
-    """The dtype a leaf of an observation is stored in (see the module docstring)."""
-    if isinstance(leaf, gym.spaces.Discrete):
-        return np.dtype(np.int32)
-    dtype = np.dtype(leaf.dtype)
+def storage_dtype(dtype: Any) -> np.dtype:
+    """The dtype values of `dtype` are stored in (see the module docstring): float32 for any float,
+    uint8 for bool, any other dtype as it is."""
+    dtype = np.dtype(dtype)
     if dtype.kind == "f":
         return np.dtype(np.float32)
     return np.dtype(np.uint8) if dtype.kind == "b" else dtype
@@ -141,7 +140,8 @@ class ObservationCodec:
                 input_dtype = inputs[key].dtype
             else:
                 input_dtype = tf.int32 if integer else tf.float32
-            leaves.append((key, () if integer else tuple(leaf.shape), integer, storage_dtype(leaf), input_dtype))
+            storage = np.int32 if integer else storage_dtype(leaf.dtype)  # a Discrete index as int32
+            leaves.append((key, () if integer else tuple(leaf.shape), integer, storage, input_dtype))
         return cls(leaves, kind)
 
     @classmethod
@@ -154,8 +154,7 @@ class ObservationCodec:
         for key, tensor in items:
             dtype = tf.as_dtype(tensor.dtype)
             integer = dtype.is_integer and len(tensor.shape) == 1
-            storage = np.float32 if dtype.is_floating else np.uint8 if dtype == tf.bool else dtype.as_numpy_dtype
-            leaves.append((key, tuple(tensor.shape[1:]), integer, storage, dtype))
+            leaves.append((key, tuple(tensor.shape[1:]), integer, storage_dtype(dtype.as_numpy_dtype), dtype))
         return cls(leaves, kind)
 
     def parts(self, observations: Any) -> list[Any]:
@@ -206,7 +205,7 @@ class ObservationCodec:
 
     def structure(self, rows: Sequence[tf.Tensor]) -> Any:
         """Rows (one tensor [N, F_g] per storage dtype) -> the network's input: a tensor, dict or tuple of
-        leaves float32 [N, *leaf_shape] (a Discrete leaf int32 [N])."""
+        leaves [N, *leaf_shape] (a Discrete leaf [N]), each in the dtype of the network's input for it."""
         leaves = []
         for (g, columns), shape, integer, dtype in zip(self._where, self.shapes, self.integer, self.input_dtypes,
                                                        strict=True):

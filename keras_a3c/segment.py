@@ -23,7 +23,7 @@ import tensorflow as tf
 
 class SegmentLayout:
     """Layout of a segment for observation rows of `observation_rows` ((size, dtype) per storage dtype,
-    as `ObservationCodec.group_sizes` and `.groups`) and actions of `action_shape` (() for Discrete,
+    as `ObservationCodec.row_layout` gives them) and actions of `action_shape` (() for Discrete,
     (D,) for Box) with dtype `action_dtype`."""
 
     def __init__(self, observation_rows: Sequence[tuple[int, np.dtype]], action_shape: Sequence[int],
@@ -49,8 +49,9 @@ class SegmentLayout:
             if dtype != np.float32]
 
     def nbytes(self, horizon: int, batch: int) -> int:
-        """The memory of one segment, in bytes."""
-        return sum(array.nbytes for array in self.empty(horizon, batch))
+        """The memory of one segment (the arrays of `empty`), in bytes."""
+        other = sum(size * dtype.itemsize for size, dtype in self.observation_rows if dtype != np.float32)
+        return (horizon + 1) * batch * (4 * self.width + other)
 
     def observation_views(self, segment: Sequence) -> list:
         """The observation rows of a segment [T+1, B, F_g], in the order of `observation_rows` (views

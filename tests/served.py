@@ -17,11 +17,11 @@ import numpy as np
 path, feed = sys.argv[1], json.loads(sys.argv[2])
 if path.endswith(".onnx"):
     import onnxruntime
-    session = onnxruntime.InferenceSession(path)
+    onnx_policy = onnxruntime.InferenceSession(path)
     types = {"tensor(float)": np.float32, "tensor(int32)": np.int32, "tensor(int64)": np.int64,
              "tensor(uint8)": np.uint8, "tensor(bool)": np.bool_}
-    inputs = {i.name: np.array(feed[i.name], types[i.type]) for i in session.get_inputs()}
-    actions = session.run(["actions"], inputs)[0]
+    inputs = {i.name: np.array(feed[i.name], types[i.type]) for i in onnx_policy.get_inputs()}
+    actions = onnx_policy.run(["actions"], inputs)[0]
 else:
     import tensorflow as tf
     serve = tf.saved_model.load(path).signatures["serve"]
