@@ -74,6 +74,9 @@ def define_flags(preset: Preset, flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_enum("network", d["network"], list(keras_a3c.presets.NETWORKS), "The actor-critic: mlp "
                       "(actor_critic_mlp), or actor_critic_cnn with the A3C paper's Atari network (atari) or the "
                       "MinAtar paper's (minatar).", **fv)
+    flags.DEFINE_integer("lstm_units", d["lstm_units"], "If > 0, a recurrent policy (A3C LSTM): an LSTM cell of this "
+                         "many units between the trunk and the heads, its state carried from step to step; 0 is "
+                         "feedforward.", lower_bound=0, **fv)
     flags.DEFINE_list("hidden_units", [str(u) for u in d["hidden_units"]], "Widths of the shared MLP trunk.", **fv)
     flags.DEFINE_enum("std", d["std"], ["state_independent", "softplus"], "Gaussian policies (Box actions): one "
                       "learned log std per action dimension, or the A3C paper's softplus variance head.", **fv)
@@ -144,6 +147,7 @@ def settings() -> Preset:
         std=FLAGS.std,
         log_std_init=FLAGS.log_std_init,
         normalize_observations=FLAGS.normalize_observations,
+        lstm_units=FLAGS.lstm_units,
         workers=FLAGS.workers,
         envs_per_worker=FLAGS.envs_per_worker,
         total_steps=FLAGS.total_steps,

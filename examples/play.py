@@ -3,6 +3,11 @@
     python examples/play.py --policy /tmp/cartpole_policy --env CartPole-v1 --episodes 10
     python examples/play.py --policy /tmp/cartpole_policy --episodes 1 --gif cartpole.gif
     python examples/play.py --policy /tmp/breakout_policy --env MinAtar/Breakout-v1 --episodes 20
+    python examples/play.py --policy /tmp/memory_policy --env memory_env:CartPoleNoVelocity-v1 --episodes 20
+
+A recurrent policy (one exported with an `initial_state` endpoint) carries its state through each
+episode: `initial_state(1)` at the start, then `serve(observation, state) -> (action, state)`.
+`--env module:id` imports `module` first (gymnasium's syntax), for envs a module registers.
 
 Prints the return of each episode, then their mean. Needs only TensorFlow and gymnasium
 (and Pillow for --gif, which matplotlib installs): keras_a3c is not imported.
@@ -70,15 +75,21 @@ def main(argv):
         from minatar.gym import register_envs
         register_envs()
     env = gym.make(FLAGS.env, render_mode="rgb_array" if FLAGS.gif else None)
+    recurrent = hasattr(policy, "initial_state")
     returns, frames = [], []
     for episode in range(FLAGS.episodes):
         obs, _ = env.reset(seed=FLAGS.seed + episode)
+        state = policy.initial_state(tf.constant(1, tf.int32)) if recurrent else None
         recording = FLAGS.gif is not None and episode == 0
         total, done = 0.0, False
         while not done:
             if recording:
                 frames.append(gif_frame(env.render()))
-            action = policy.serve(batch_of_one(obs)).numpy()[0]
+            if recurrent:
+                actions, state = policy.serve(batch_of_one(obs), state)
+            else:
+                actions = policy.serve(batch_of_one(obs))
+            action = actions.numpy()[0]
             obs, reward, terminated, truncated, _ = env.step(action)
             total += float(reward)
             done = terminated or truncated

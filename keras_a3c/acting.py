@@ -2,12 +2,13 @@
 
 In A3C (Algorithm S3) each worker acts with its own copy theta' of the shared
 parameters and refreshes it after each of its updates. For a chain of Dense, Conv2D and
-LayerNormalization layers (the builders' MLP and CNN networks, and user networks like
-them) that copy is a list of numpy arrays and the forward pass runs in numpy: on a
-small MLP this costs ~10 us per batch, against ~0.5 ms for one `tf.function` call,
-and acting happens once per environment step. Any other network acts through one
-compiled TensorFlow call on the shared variables. The twin covers the categorical
-head (Dense logits) and the Gaussian head (`GaussianHead`: mean and log std).
+LayerNormalization layers, with at most one LSTMCell before the heads (the builders'
+networks, recurrent or not, and user networks like them) that copy is a list of numpy
+arrays and the forward pass runs in numpy: on a small MLP this costs ~10 us per batch,
+against ~0.5 ms for one `tf.function` call, and acting happens once per environment step.
+Any other network acts through one compiled TensorFlow call on the shared variables. The
+twin covers the categorical head (Dense logits) and the Gaussian head (`GaussianHead`: mean
+and log std).
 
 Actions are then sampled in numpy (`ActionSampler`): Gumbel-max for a categorical,
 mean + std * eps for a Gaussian, whose samples are clipped to the Box bounds only
@@ -27,18 +28,21 @@ from keras_a3c.distributions import check_action_mask, for_action_space, mask_pa
 from keras_a3c.networks import LOG_SOFTPLUS_LINEAR_BELOW, GaussianHead
 from keras_a3c.normalization import ObservationNormalization
 from keras_a3c.observations import MASK_KEY, ObservationCodec
+from keras_a3c.recurrent import split_state, state_sizes, zero_state
 
 _NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "linear": lambda x: x,
     "tanh": np.tanh,
     "relu": lambda x: np.maximum(x, 0.0),
-    "sigmoid": lambda x: 1.0 / (1.0 + np.exp(-x)),
+    "sigmoid": lambda x: 0.5 + 0.5 * np.tanh(0.5 * x),  # = 1 / (1 + e^-x), without overflow
     "elu": lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0.0))),
 }
 
-Forward = Callable[[Sequence[np.ndarray], np.ndarray], tuple[np.ndarray, np.ndarray]]
+State = Sequence[np.ndarray]  # a recurrent network's state, parts [B, S_i]; () for a feedforward one
+Forward = Callable[..., tuple[np.ndarray, np.ndarray, list[np.ndarray]]]
 Head = Callable[[Sequence[np.ndarray], np.ndarray], np.ndarray]
-RowsToParams = Callable[[Sequence[np.ndarray]], np.ndarray]
+Cell = Callable[[Sequence[np.ndarray], np.ndarray, State], tuple[np.ndarray, list[np.ndarray]]]
+RowsToParams = Callable[[Sequence[np.ndarray], State], tuple[np.ndarray, list[np.ndarray]]]
 
 
 def weights_of(network: keras.Model) -> list[np.ndarray]:
@@ -131,6 +135,28 @@ def _layer_normalization_twin(layer: keras.layers.LayerNormalization, index: dic
     return normalize
 
 
+def _lstm_twin(layer: keras.layers.Layer, index: dict[int, int]) -> Cell | None:
+    """A Keras `LSTMCell` (gates i, f, c, o), or None for any other cell."""
+    if (type(layer) is not keras.layers.LSTMCell or not layer.use_bias
+            or getattr(layer.activation, "__name__", None) not in _NUMPY_ACTIVATIONS
+            or getattr(layer.recurrent_activation, "__name__", None) not in _NUMPY_ACTIVATIONS):
+        return None
+    kernel, recurrent_kernel, bias = (index[id(layer.kernel)], index[id(layer.recurrent_kernel)],
+                                      index[id(layer.bias)])
+    activation = _NUMPY_ACTIVATIONS[layer.activation.__name__]
+    gate = _NUMPY_ACTIVATIONS[layer.recurrent_activation.__name__]
+
+    def lstm(weights: Sequence[np.ndarray], x: np.ndarray, state: State) -> tuple[np.ndarray, list[np.ndarray]]:
+        h, c = state
+        z = x @ weights[kernel] + h @ weights[recurrent_kernel] + weights[bias]
+        i, f, candidate, o = np.split(z, 4, axis=1)
+        c = gate(f) * c + gate(i) * activation(candidate)
+        h = gate(o) * activation(c)
+        return h, [h, c]
+
+    return lstm
+
+
 def _shape_twin(layer: keras.layers.Layer) -> Head:
     """Rescaling, Reshape and Flatten, which hold no weights."""
     if isinstance(layer, keras.layers.Rescaling):
@@ -155,14 +181,18 @@ def numpy_forward(network: keras.Model) -> Forward | None:
     """A numpy twin of `network`, or None when the network is not a chain of the layers it knows with
     a policy head (Dense logits or `GaussianHead`) and a Dense value head (then the caller acts through
     TensorFlow). It knows Dense, Conv2D (valid padding), LayerNormalization (over the last axis),
-    `ObservationNormalization` (of the raw observations), Rescaling, Reshape and Flatten.
+    `ObservationNormalization` (of the raw observations), Rescaling, Reshape, Flatten, and one
+    `LSTMCell` before the heads (a recurrent network, see `keras_a3c.recurrent`).
 
-    The twin takes the list of `network.weights` values (see `weights_of`) and observations
-    [B, *obs_shape] (in the input's dtype, or float32), and returns (policy params [B, P], values [B]).
-    It is checked against the Keras forward pass on random inputs before it is used.
+    The twin takes the list of `network.weights` values (see `weights_of`), observations
+    [B, *obs_shape] (in the input's dtype, or float32) and, for a recurrent network, the state (parts
+    [B, S_i]), and returns (policy params [B, P], values [B], new state: its parts, or [] for a
+    feedforward network). It is checked against the Keras forward pass on random inputs before it is used.
     """
     index = {id(v): i for i, v in enumerate(network.weights)}
+    sizes = state_sizes(network)
     weighted, trunk = [], []  # weighted: the Dense / GaussianHead layers; trunk: twins in order
+    cell_at = None  # where in the trunk the LSTM cell is, for a recurrent network
     spatial = False  # with a Conv2D or a Reshape, observations keep their shape until a Flatten
     for layer in network.layers:
         if any(id(v) not in index for v in layer.weights):
@@ -192,9 +222,12 @@ def numpy_forward(network: keras.Model) -> Forward | None:
         elif isinstance(layer, (keras.layers.Rescaling, keras.layers.Reshape, keras.layers.Flatten)):
             spatial = spatial or isinstance(layer, keras.layers.Reshape)
             trunk.append(_shape_twin(layer))
+        elif cell_at is None and len(sizes) == 2 and (twin := _lstm_twin(layer, index)) is not None:
+            cell_at = len(trunk)
+            trunk.append(twin)
         elif not isinstance(layer, keras.layers.InputLayer):
             return None
-    if len(weighted) < 2 or len(network.inputs) != 1:
+    if len(weighted) < 2 or len(network.inputs) != 1 + len(sizes) or (sizes and cell_at is None):
         return None
     # The last two weighted layers are the heads. Only the policy head may be a GaussianHead, the value
     # head is a Dense; Keras lists the two heads in either order, and the numerical check below decides
@@ -204,28 +237,38 @@ def numpy_forward(network: keras.Model) -> Forward | None:
     if any(isinstance(layer, GaussianHead) for layer in weighted[:-2]):
         return None
     heads, trunk = trunk[-2:], trunk[:-2]
+    if cell_at is not None and cell_at >= len(trunk):
+        return None
 
     # The layer walk above assumes a chain; the numbers decide whether it is one.
     if any(d is None for d in network.inputs[0].shape[1:]):
         return None
-    probe = _probe(network, np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    probe = _probe(network, rng)
+    probe_state = [rng.normal(size=(len(probe), size)).astype(np.float32) for size in sizes]
     try:
-        params, values = (np.asarray(y) for y in network(probe))
+        outputs = [np.asarray(y) for y in network([probe, *probe_state] if sizes else probe)]
     except Exception:
         return None
+    params, values, new_state = outputs[0], outputs[1], outputs[2:]
     weights = weights_of(network)
     for policy_head, value_head in (heads, heads[::-1]):
 
-        def forward(weights: Sequence[np.ndarray], obs: np.ndarray, policy_head=policy_head, value_head=value_head):
+        def forward(weights: Sequence[np.ndarray], obs: np.ndarray, state: State = (), policy_head=policy_head,
+                    value_head=value_head) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
             x = obs.astype(np.float32, copy=False)
             if not spatial:  # a Dense chain takes flat observations
                 x = x.reshape(x.shape[0], -1)
-            for layer in trunk:
-                x = layer(weights, x)
-            return policy_head(weights, x), value_head(weights, x)[:, 0]
+            new_state: list[np.ndarray] = []
+            for i, layer in enumerate(trunk):
+                if i == cell_at:
+                    x, new_state = layer(weights, x, state)
+                else:
+                    x = layer(weights, x)
+            return policy_head(weights, x), value_head(weights, x)[:, 0], new_state
 
         try:
-            twin_params, twin_values = forward(weights, probe)
+            twin_params, twin_values, twin_state = forward(weights, probe, probe_state)
         except Exception:
             continue
         if (
@@ -233,6 +276,8 @@ def numpy_forward(network: keras.Model) -> Forward | None:
             and twin_values.size == values.size
             and np.allclose(twin_params, params, atol=1e-4)
             and np.allclose(twin_values, np.ravel(values), atol=1e-4)
+            and len(twin_state) == len(new_state)
+            and all(np.allclose(a, b, atol=1e-4) for a, b in zip(twin_state, new_state, strict=True))
         ):
             return forward
     return None
@@ -287,24 +332,43 @@ class ActionSampler:
 
 
 def compiled_params(network: keras.Model, codec: ObservationCodec, batch: int) -> RowsToParams:
-    """The shared network's policy params as one compiled call, traced here: observation rows of `codec`
-    ([batch, F_g] each) -> [batch, P]. Rows of several dtypes cross into TensorFlow as one float32 array
-    (each input bound costs ~50 us, several times the numpy concatenation), one row in its own dtype."""
+    """The shared network's policy params as one compiled call, traced here: (observation rows of `codec`
+    ([batch, F_g] each), a recurrent network's state (parts [batch, S_i]; () for a feedforward one)) ->
+    ([batch, P], the new state). Rows of several dtypes cross into TensorFlow as one float32 array (each
+    input bound costs ~50 us, several times the numpy concatenation), one row in its own dtype."""
+    sizes = state_sizes(network)
+    state_specs = [tf.TensorSpec([batch, size], tf.float32) for size in sizes]
+
+    def call(observations, state):
+        outputs = network([observations, *state] if sizes else observations)
+        return [outputs[0], *outputs[2:]]
+
     if len(codec.groups) == 1:
-        function = tf.function(lambda row: network(codec.structure([row]))[0], input_signature=codec.row_specs(batch))
+        function = tf.function(lambda row, *state: call(codec.structure([row]), state),
+                               input_signature=codec.row_specs(batch) + state_specs)
         function.get_concrete_function()
-        return lambda rows: function(rows[0]).numpy()
-    sizes = codec.group_sizes
-    function = tf.function(lambda flat: network(codec.structure(tf.split(flat, sizes, axis=1)))[0],
-                           input_signature=[tf.TensorSpec([batch, sum(sizes)], tf.float32)])
+
+        def one_row(rows: Sequence[np.ndarray], state: State) -> tuple[np.ndarray, list[np.ndarray]]:
+            params, *new_state = function(rows[0], *state)
+            return params.numpy(), [part.numpy() for part in new_state]
+
+        return one_row
+    group_sizes = codec.group_sizes
+    function = tf.function(lambda flat, *state: call(codec.structure(tf.split(flat, group_sizes, axis=1)), state),
+                           input_signature=[tf.TensorSpec([batch, sum(group_sizes)], tf.float32), *state_specs])
     function.get_concrete_function()
-    return lambda rows: function(np.concatenate(rows, axis=1, dtype=np.float32)).numpy()
+
+    def several_rows(rows: Sequence[np.ndarray], state: State) -> tuple[np.ndarray, list[np.ndarray]]:
+        params, *new_state = function(np.concatenate(rows, axis=1, dtype=np.float32), *state)
+        return params.numpy(), [part.numpy() for part in new_state]
+
+    return several_rows
 
 
 class LocalPolicy:
     """One worker's policy: its own numpy parameters theta', or the shared model. It acts on observation
-    rows of `codec` (see `keras_a3c.observations`); with an action mask among them, invalid actions are
-    never sampled."""
+    rows of `codec` (see `keras_a3c.observations`) and, for a recurrent network, the state of each env;
+    with an action mask among the rows, invalid actions are never sampled."""
 
     def __init__(
         self, forward: Forward | None, tf_params: RowsToParams | None, sampler: ActionSampler,
@@ -321,56 +385,106 @@ class LocalPolicy:
         if self._forward is not None:
             self._weights = [np.asarray(w) for w in weights]
 
-    def params(self, rows: Sequence[np.ndarray]) -> np.ndarray:
-        """Observation rows ([B, F_g] each) -> [B, P] policy params (logits, or Gaussian mean and log std)."""
+    def params(self, rows: Sequence[np.ndarray], state: State = ()) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Observation rows ([B, F_g] each) and state -> ([B, P] policy params (logits, or Gaussian mean and
+        log std), the new state)."""
         if self._forward is not None:
-            return self._forward(self._weights, self.codec.structure_numpy(rows))[0]
-        return self._tf_params(rows)
+            params, _, new_state = self._forward(self._weights, self.codec.structure_numpy(rows), state)
+            return params, new_state
+        return self._tf_params(rows, state)
 
-    def sample(self, rows: Sequence[np.ndarray], rng: np.random.Generator, where: str = "acting") -> np.ndarray:
-        """Observation rows -> [B, *action_shape] actions sampled from pi(.|s) (masked, with a mask)."""
-        params = self.params(rows)
+    def sample(self, rows: Sequence[np.ndarray], rng: np.random.Generator, where: str = "acting",
+               state: State = ()) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Observation rows and state -> ([B, *action_shape] actions sampled from pi(.|s) (masked, with a
+        mask), the new state)."""
+        params, new_state = self.params(rows, state)
         if self.codec.masked:
             params = self.sampler.mask(params, self.codec.mask(rows), where)
-        return self.sampler.sample(params, rng)
+        return self.sampler.sample(params, rng), new_state
+
+
+def _start_episodes(state: np.ndarray | None, sizes: Sequence[int], batch: int,
+                    episode_start: np.ndarray | None) -> list[np.ndarray]:
+    """The state parts [batch, S_i] of the public state [batch, S] (None: the zero state), zeroed in the rows
+    where `episode_start` [batch] is true."""
+    if state is None:
+        return zero_state(sizes, batch)
+    parts = split_state(state, sizes)
+    if parts[0].shape[0] != batch:
+        raise ValueError(f"the recurrent state has {parts[0].shape[0]} rows for {batch} observations")
+    if episode_start is not None:
+        keep = 1.0 - np.asarray(episode_start, np.float32).reshape(batch, 1)
+        parts = [part * keep for part in parts]
+    return parts
 
 
 def policy_function(
     network: keras.Model, action_space: gym.Space, deterministic: bool = True, rng: np.random.Generator | None = None
-) -> Callable[[np.ndarray], np.ndarray]:
+) -> Callable:
     """The network's policy as it is now, as a function observations (a batch [B, *obs_shape], or a dict /
     tuple of batches for a network with several inputs) -> env actions (see `ActionSampler.to_env`):
-    the most likely action when `deterministic`, else one sampled with `rng`. Acts through the numpy
-    twin when the network has one, else through Keras."""
+    the most likely action when `deterministic`, else one sampled with `rng`. For a recurrent network
+    it is (observations, state [B, S]) -> (actions, new state) (see `keras_a3c.recurrent`). Acts through
+    the numpy twin when the network has one, else through Keras."""
     sampler = ActionSampler(action_space)
     forward = numpy_forward(network)
     weights = weights_of(network)
     codec = ObservationCodec.for_network(network)
+    sizes = state_sizes(network)
     rng = rng or np.random.default_rng()
 
-    def act(observations) -> np.ndarray:
+    def step(observations, state: State) -> tuple[np.ndarray, list[np.ndarray]]:
         rows = codec.rows(observations)
         inputs = codec.structure_numpy(rows)
-        params = forward(weights, inputs)[0] if forward is not None else np.asarray(network(inputs, training=False)[0])
+        if forward is not None:
+            params, _, new_state = forward(weights, inputs, state)
+        else:
+            outputs = network([inputs, *state] if sizes else inputs, training=False)
+            params, new_state = np.asarray(outputs[0]), [np.asarray(part) for part in outputs[2:]]
         if codec.masked:
             params = sampler.mask(params, codec.mask(rows), "policy")
-        return sampler.to_env(sampler.mode(params) if deterministic else sampler.sample(params, rng))
+        return sampler.to_env(sampler.mode(params) if deterministic else sampler.sample(params, rng)), new_state
 
-    return act
+    if not sizes:
+        return lambda observations: step(observations, ())[0]
+
+    def recurrent_step(observations, state: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        actions, new_state = step(observations, split_state(state, sizes))
+        return actions, np.concatenate(new_state, axis=1)
+
+    return recurrent_step
 
 
 def predict_actions(network: keras.Model, action_space: gym.Space | None, observations, deterministic: bool = True,
-                    seed: int | None = None) -> np.ndarray:
+                    seed: int | None = None, state: np.ndarray | None = None,
+                    episode_start: np.ndarray | None = None):
     """`A3C.predict`: env actions of the network's policy through Keras, for a batch of observations
     [B, *obs_shape] (or a dict / tuple of batches for a network with several inputs) -> [B] or [B, D];
-    one observation -> one action. Without an action space the
-    policy params are read as logits (the Discrete default)."""
+    one observation -> one action. Without an action space the policy params are read as logits (the
+    Discrete default). A recurrent network also takes its state [B, S] (None: zeros), zeroed first in
+    the rows where `episode_start` [B] is true, and returns (actions, new state [B, S])."""
     codec = ObservationCodec.for_network(network)
+    sizes = state_sizes(network)
+    if not sizes and (state is not None or episode_start is not None):
+        raise ValueError("state and episode_start are for recurrent networks; this network is feedforward")
     observations, single = codec.batch(observations)
-    params = np.asarray(network(observations, training=False)[0])
+    batch = len(codec.parts(observations)[0])
+    if sizes:
+        if single and state is not None:
+            state = np.asarray(state, np.float32).reshape(1, -1)
+        parts = _start_episodes(state, sizes, batch, episode_start)
+        params, _, *new_state = network([observations, *parts], training=False)
+        new_state = np.concatenate([np.asarray(part) for part in new_state], axis=1)
+    else:
+        params = network(observations, training=False)[0]
+    params = np.asarray(params)
     sampler = ActionSampler(action_space or gym.spaces.Discrete(params.shape[1]))
     if codec.masked:
         params = sampler.mask(params, np.asarray(observations[MASK_KEY], np.float32), "predict")
     actions = sampler.mode(params) if deterministic else sampler.sample(params, np.random.default_rng(seed))
     actions = sampler.to_env(actions)
-    return actions[0] if single else actions
+    if single:
+        actions = actions[0]
+    if sizes:
+        return actions, new_state[0] if single else new_state
+    return actions

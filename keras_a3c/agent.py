@@ -26,6 +26,7 @@ from keras_a3c.learner import UPDATE_LOGS, Learner
 from keras_a3c.metrics import RunningMeans
 from keras_a3c.networks import check_network
 from keras_a3c.normalization import RewardNormalizer
+from keras_a3c.recurrent import state_sizes
 from keras_a3c.trainer import Trainer, ctrl_c_as_flag
 from keras_a3c.training_state import TrainingState
 
@@ -194,12 +195,26 @@ class A3C(keras.Model):
 
     # ---------------------------------------------------------------- acting
 
-    def predict(self, observations, deterministic: bool = True, seed: int | None = None) -> np.ndarray:
+    def predict(self, observations, deterministic: bool = True, seed: int | None = None,
+                state: np.ndarray | None = None, episode_start: np.ndarray | None = None):
         """Env actions for a batch of observations [B, *obs_shape] -> [B] int (Discrete),
         [B, D] float32 (Box, clipped to the bounds) or [B, K] int in the space's dtype (MultiDiscrete,
         MultiBinary); one observation -> one action.
-        The most likely action (argmax, or the Gaussian mean) when `deterministic`, else sampled."""
-        return predict_actions(self.network, self.action_space, observations, deterministic, seed)
+        The most likely action (argmax, or the Gaussian mean) when `deterministic`, else sampled.
+
+        A recurrent network (see `keras_a3c.recurrent`) also takes the state [B, S] its last call returned
+        (None, or `initial_state(B)`, at the start), zeroed first in the rows where `episode_start` [B] is
+        true, and returns (actions, new state [B, S]), as Stable-Baselines3's recurrent policies do:
+
+            state = None
+            actions, state = agent.predict(observations, state=state, episode_start=starts)
+        """
+        return predict_actions(self.network, self.action_space, observations, deterministic, seed, state,
+                               episode_start)
+
+    def initial_state(self, batch_size: int = 1) -> np.ndarray:
+        """The state a recurrent network begins an episode with: zeros [batch_size, S] (S = 0 when feedforward)."""
+        return np.zeros((batch_size, sum(state_sizes(self.network))), np.float32)
 
     def evaluate(
         self, env: EnvSpec, episodes: int = 100, deterministic: bool = True, num_envs: int = 16, seed: int = 10_000
@@ -210,7 +225,8 @@ class A3C(keras.Model):
         check_network(self.network, observation_space, action_space)
         self._use_action_space(action_space)
         policy = policy_function(self.network, action_space, deterministic, np.random.default_rng(seed))
-        returns = evaluate_policy(policy, env, episodes, num_envs, seed)
+        initial_state = self.initial_state if state_sizes(self.network) else None
+        returns = evaluate_policy(policy, env, episodes, num_envs, seed, initial_state)
         return float(np.mean(returns)), float(np.std(returns))
 
     # ---------------------------------------------------------------- saving and export

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -11,8 +12,9 @@ from keras_a3c.envs import EnvSpec, make_vector_env
 Policy = Callable[[np.ndarray], np.ndarray]
 
 
-def evaluate_policy(policy: Policy, env: EnvSpec, episodes: int = 100, num_envs: int = 16,
-                    seed: int = 10_000) -> np.ndarray:
+def evaluate_policy(policy: Policy | Callable[[Any, Any], tuple[np.ndarray, Any]], env: EnvSpec,
+                    episodes: int = 100, num_envs: int = 16, seed: int = 10_000,
+                    initial_state: Callable[[int], Any] | None = None) -> np.ndarray:
     """The returns of `episodes` episodes of `env` played by `policy`.
 
     Episodes run `num_envs` at a time; env i is reset with seed `seed + i` and runs a fixed
@@ -22,11 +24,15 @@ def evaluate_policy(policy: Policy, env: EnvSpec, episodes: int = 100, num_envs:
     Args:
       policy: observations [num_envs, *obs_shape] float32 (a dict / tuple of such batches for a Dict /
         Tuple observation space) -> env actions [num_envs, ...]
-        (an agent's greedy or sampling policy, an exported SavedModel's `serve`, ...).
+        (an agent's greedy or sampling policy, an exported SavedModel's `serve`, ...); with
+        `initial_state`, a recurrent policy (observations, state) -> (env actions, new state).
       env: a gymnasium id or a zero-argument env factory.
       episodes: how many episodes, >= 1.
       num_envs: envs stepped as one batch (at most `episodes` are made).
       seed: the seed of env 0.
+      initial_state: for a recurrent policy, batch size -> the state that begins an episode (an array
+        [batch, S], e.g. an exported policy's `initial_state`); each env's row of the state is reset to
+        it when its episode begins.
 
     Returns:
       float64 [episodes], the undiscounted return of each episode in the order they ended.
@@ -44,10 +50,18 @@ def evaluate_policy(policy: Policy, env: EnvSpec, episodes: int = 100, num_envs:
         running = np.zeros(num_envs)
         reset_pending = np.zeros(num_envs, bool)  # NEXT_STEP autoreset: this step only resets these envs
         returns: list[float] = []
+        start = None if initial_state is None else np.asarray(initial_state(num_envs), np.float32)
+        state = start
         while (counts < targets).any():
             # Dict / Tuple observations go to the policy as they are, arrays as float32.
             batch = obs if isinstance(obs, (dict, tuple)) else np.asarray(obs, np.float32)
-            obs, reward, term, trunc, _ = vec.step(policy(batch))
+            if state is None:
+                actions = policy(batch)
+            else:
+                actions, state = policy(batch, state)
+                # The step that resets an env returns its next episode's first observation.
+                state = np.where(reset_pending[:, None], start, np.asarray(state, np.float32))
+            obs, reward, term, trunc, _ = vec.step(np.asarray(actions))
             running += np.where(reset_pending, 0.0, reward)
             reset_pending = term | trunc
             for i in np.flatnonzero(reset_pending):

@@ -50,6 +50,7 @@ import tensorflow as tf
 from keras_a3c.distributions import Categorical, DiagGaussian, for_action_space, masked_params
 from keras_a3c.files import write_atomically
 from keras_a3c.observations import MASK_KEY, ObservationCodec
+from keras_a3c.recurrent import state_sizes
 
 FORMATS = ("saved_model", "tflite", "onnx")
 ONNX_OPSET = 17
@@ -96,6 +97,7 @@ def _write_saved_model(network: keras.Model, path: str, action_space: gym.Space 
     its endpoint function); here the signatures wrap the endpoints to name their outputs.
     """
     codec = ObservationCodec.for_network(network)
+    sizes = state_sizes(network)
     obs_spec = codec.specs()  # one spec, or a dict / tuple of them for a network with several inputs
     leaf_specs = codec.parts(obs_spec)
     # An input of another dtype than float32 (a uint8 image) is also taken as float32 by the endpoints.
@@ -103,73 +105,100 @@ def _write_saved_model(network: keras.Model, path: str, action_space: gym.Space 
                         for spec, integer in zip(leaf_specs, codec.integer, strict=True)]
     traced = [leaf_specs] + ([float_leaf_specs] if float_leaf_specs != leaf_specs else [])
     seed_spec = tf.TensorSpec((), tf.int64, name="seed")
+    # A recurrent network's state, its parts side by side (see keras_a3c.recurrent).
+    state_specs = [tf.TensorSpec([None, sum(sizes)], tf.float32, name="state")] if sizes else []
 
-    def outputs(observations: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def outputs(observations, *state) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
+        """(policy params, value [batch], the new state: [state [batch, S]] or [])."""
         observations = codec.rebuild([tf.cast(leaf, spec.dtype) for leaf, spec in
                                       zip(codec.parts(observations), leaf_specs, strict=True)])
-        params, value = network(observations, training=False)
+        if sizes:
+            params, value, *new_state = network([observations, *tf.split(state[0], sizes, axis=1)], training=False)
+            new_state = [tf.concat(new_state, axis=1)]
+        else:
+            (params, value), new_state = network(observations, training=False), []
         if codec.masked:  # the policy only takes the actions the mask allows
             params = masked_params(params, observations[MASK_KEY])
-        return params, tf.reshape(value, [-1])
+        return params, tf.reshape(value, [-1]), new_state
 
     def stateless_seed(seed: tf.Tensor) -> tf.Tensor:
         return tf.stack([seed, tf.zeros_like(seed)])
 
+    # What each endpoint makes of (params, value[, seed]).
     if action_space is not None and for_action_space(action_space) is DiagGaussian:
         # numpy, so each traced function holds the bounds as its own constants (a captured tensor
         # would become an extra graph input in the ONNX conversion).
         low, high = action_space.low.astype(np.float32), action_space.high.astype(np.float32)
 
-        def serve(observations):
-            return tf.clip_by_value(DiagGaussian.from_params(outputs(observations)[0]).mode(), low, high)
+        def serve(params, value):
+            return tf.clip_by_value(DiagGaussian.from_params(params).mode(), low, high)
 
-        def sample(observations, seed):
-            pi = DiagGaussian.from_params(outputs(observations)[0])
-            return tf.clip_by_value(pi.sample(stateless_seed(seed)), low, high)
+        def sample(params, value, seed):
+            return tf.clip_by_value(DiagGaussian.from_params(params).sample(stateless_seed(seed)), low, high)
 
-        def action_distribution(observations):
-            pi = DiagGaussian.from_params(outputs(observations)[0])
+        def action_distribution(params, value):
+            pi = DiagGaussian.from_params(params)
             return tf.concat([pi.mean, pi.log_std], axis=1)
 
         distribution_key = "mean_and_log_std"
     else:
         family = Categorical if action_space is None else for_action_space(action_space)
 
-        def serve(observations):
-            return tf.cast(family.from_params(outputs(observations)[0]).mode(), tf.int64)
+        def serve(params, value):
+            return tf.cast(family.from_params(params).mode(), tf.int64)
 
-        def sample(observations, seed):
-            return tf.cast(family.from_params(outputs(observations)[0]).sample(stateless_seed(seed)), tf.int64)
+        def sample(params, value, seed):
+            return tf.cast(family.from_params(params).sample(stateless_seed(seed)), tf.int64)
 
-        def action_distribution(observations):
-            return outputs(observations)[0]
+        def action_distribution(params, value):
+            return params
 
         distribution_key = "logits"
 
-    def value(observations):
-        return outputs(observations)[1]
+    def value_of(params, value):
+        return value
 
-    endpoints: dict[str, tuple[Callable[..., tf.Tensor], list[tf.TensorSpec], str]] = {
+    heads: dict[str, tuple[Callable[..., tf.Tensor], list[tf.TensorSpec], str]] = {
         "serve": (serve, [], "actions"),
         "sample": (sample, [seed_spec], "actions"),
         "action_distribution": (action_distribution, [], distribution_key),
-        "value": (value, [], "value"),
+        "value": (value_of, [], "value"),
     }
     module = tf.Module()
     signatures = {}
     variables = {}
     leaves = len(leaf_specs)
-    for name, (fn, extra_specs, key) in endpoints.items():
-        endpoint = tf.function(fn, autograph=False)
+    def endpoint_of(head: Callable[..., tf.Tensor]) -> Callable[..., tf.Tensor | tuple[tf.Tensor, tf.Tensor]]:
+        """observations[, state], *extra -> the head's output[, the new state]."""
+        def endpoint(observations, *extra):
+            params, value, new_state = outputs(observations, *extra[:len(state_specs)])
+            result = head(params, value, *extra[len(state_specs):])
+            return (result, *new_state) if sizes else result
+
+        return endpoint
+
+    for name, (head, extra_specs, key) in heads.items():
+        extra_specs = state_specs + extra_specs  # a recurrent endpoint takes the state after the observations
+        endpoint = tf.function(endpoint_of(head), autograph=False)
         for specs in traced:
             endpoint.get_concrete_function(codec.rebuild(specs), *extra_specs)  # the traces saved
         setattr(module, name, endpoint)
-        # A signature takes flat named tensors: one per observation entry, then the seed.
-        signatures[name] = tf.function(
-            lambda *args, endpoint=endpoint, key=key: {key: endpoint(codec.rebuild(args[:leaves]), *args[leaves:])},
-            input_signature=[*leaf_specs, *extra_specs], autograph=False,
-        )
+
+        # A signature takes flat named tensors: one per observation entry, then the state, then the seed.
+        def signature_fn(*args, endpoint=endpoint, key=key):
+            result = endpoint(codec.rebuild(args[:leaves]), *args[leaves:])
+            return {key: result[0], "state": result[1]} if sizes else {key: result}
+
+        signatures[name] = tf.function(signature_fn, input_signature=[*leaf_specs, *extra_specs], autograph=False)
         variables.update((id(v), v) for v in endpoint.get_concrete_function(obs_spec, *extra_specs).variables)
+    if sizes:
+        width = sum(sizes)
+        module.initial_state = tf.function(lambda batch_size: tf.zeros(tf.stack([batch_size, width]), tf.float32),
+                                           input_signature=[tf.TensorSpec((), tf.int32, name="batch_size")],
+                                           autograph=False)
+        signatures["initial_state"] = tf.function(lambda batch_size: {"state": module.initial_state(batch_size)},
+                                                  input_signature=[tf.TensorSpec((), tf.int32, name="batch_size")],
+                                                  autograph=False)
     signatures["serving_default"] = signatures["serve"]
     # Save the tf.Variables the endpoints read (as keras.export does), not the Keras wrappers:
     # with those, the TF1 session of `saved_model_cli run` cannot find the variables.
@@ -194,9 +223,11 @@ def _onnx_model(saved_model: str) -> bytes:
 
     def endpoints(*inputs):  # a dict, so the ONNX outputs carry these names
         named = dict(zip(names, inputs, strict=True))
-        return {"actions": policy.signatures["serve"](**named)["actions"],
+        served = policy.signatures["serve"](**named)
+        return {"actions": served["actions"],
                 distribution_key: policy.signatures["action_distribution"](**named)[distribution_key],
-                "value": policy.signatures["value"](**named)["value"]}
+                "value": policy.signatures["value"](**named)["value"],
+                **({"state": served["state"]} if "state" in served else {})}
 
     model, _ = tf2onnx.convert.from_function(tf.function(endpoints, input_signature=spec), input_signature=spec,
                                              opset=ONNX_OPSET)

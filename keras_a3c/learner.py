@@ -23,6 +23,7 @@ from keras_a3c.distributions import DiagGaussian, for_action_space, masked_param
 from keras_a3c.metrics import RunningMeans
 from keras_a3c.normalization import observation_normalizers
 from keras_a3c.observations import MASK_KEY, ObservationCodec
+from keras_a3c.recurrent import state_sizes
 from keras_a3c.segment import SegmentLayout
 
 # What each update logs (averaged per epoch): the loss terms, the gradient norm, the critic's fit.
@@ -62,10 +63,17 @@ class Learner:
         `DiagGaussian`) supplies log pi(a_t|s_t) and H(pi(.|s_t)); a Gaussian policy over a bounded
         Box adds `config.action_bound_coef` times `losses.action_bound_loss`.
 
+        A recurrent network replays the segment step by step from `initial_state`, the state the worker
+        took its first step with; the state is zeroed where an episode begins (row t + 1 after a step t
+        that reset its env, the rows that are not `valid`), as the worker zeroed it while acting, and the
+        gradient flows back through the segment only (truncated backpropagation through time over
+        `n_steps`). The bootstrap value V(s_{t+T}) is taken with the state after the segment's last step.
+
         Args:
           segment: observations [T+1, B, *obs] (row T is the bootstrap observation), actions
             [T, B] (Discrete) or [T, B, D] (Box), rewards [T, B], terminated [T, B], truncated
-            [T, B] and valid [T, B] (see `keras_a3c.segment`).
+            [T, B] and valid [T, B] (see `keras_a3c.segment`); for a recurrent network also
+            initial_state, a list of [B, S_i] (see `keras_a3c.recurrent`).
           action_space: the env's action space.
           codec: given, the observations are rows (a list of [T+1, B, F_g], one per storage dtype, see
             `keras_a3c.observations`) that it gives back to the network in the observation space's
@@ -82,7 +90,10 @@ class Learner:
         else:
             inputs = codec.structure([tf.reshape(row, [(horizon + 1) * batch, row.shape[-1]]) for row in observations])
         with tf.GradientTape() as tape:
-            params, values = self.network(inputs, training=True)
+            if state_sizes(self.network):
+                params, values = self._replay(observations, segment["initial_state"], segment["valid"], codec)
+            else:
+                params, values = self.network(inputs, training=True)
             values = tf.reshape(values, [horizon + 1, batch])
             if isinstance(inputs, dict) and MASK_KEY in inputs:  # the actions the env allowed at each step
                 params = masked_params(params, inputs[MASK_KEY])
@@ -133,6 +144,25 @@ class Learner:
                 layer.update_statistics(seen[:n], tf.reshape(segment["valid"], [n]))
             explained_variance = losses.explained_variance(values, returns, mask)
             self.logs.update_state({**terms, "grad_norm": grad_norm, "explained_variance": explained_variance})
+
+    def _replay(self, observations, state: list[tf.Tensor], valid: tf.Tensor,
+                codec: ObservationCodec | None) -> tuple[tf.Tensor, tf.Tensor]:
+        """A recurrent network over a segment, one step at a time from `state`: (params [(T+1) * B, P],
+        values [(T+1) * B]), row-major in time as the feedforward pass over the flattened segment."""
+        horizon = valid.shape[0]
+        params, values = [], []
+        for t in range(horizon + 1):
+            if codec is None:
+                step = observations[t]
+            else:
+                step = codec.structure([row[t] for row in observations])
+            p, v, *state = self.network([step, *state], training=True)
+            params.append(p)
+            values.append(tf.reshape(v, [-1]))
+            if t < horizon:  # step t reset these envs: row t + 1 begins an episode, from a zero state
+                keep = tf.cast(valid[t], state[0].dtype)[:, None]
+                state = [part * keep for part in state]
+        return tf.concat(params, axis=0), tf.concat(values, axis=0)
 
     def compile(self, layout: SegmentLayout, batch: int, action_space: gym.Space,
                 codec: ObservationCodec) -> TrainFunction:

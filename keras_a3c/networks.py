@@ -18,6 +18,7 @@ from keras_a3c.distributions import for_action_space
 from keras_a3c.envs import check_spaces
 from keras_a3c.normalization import ObservationNormalization
 from keras_a3c.observations import MASK_KEY, ObservationCodec, leaves_of
+from keras_a3c.recurrent import check_recurrent, state_sizes
 
 STD_PARAMETERISATIONS = ("state_independent", "softplus")
 # Below this, log(softplus(z)) = z to float32 precision, and softplus(z) itself heads for 0.
@@ -117,8 +118,11 @@ def actor_critic_mlp(
     std: str = "state_independent",
     log_std_init: float = 0.0,
     normalize_observations: bool = True,
+    lstm_units: int = 0,
+    cell: keras.layers.Layer | None = None,
 ) -> keras.Model:
-    """A shared-trunk MLP with a policy head and a value head (A3C, section 5.1).
+    """A shared-trunk MLP with a policy head and a value head (A3C, section 5.1), recurrent with
+    `lstm_units` or `cell` (A3C LSTM, section 5.1: a recurrent cell between the trunk and the heads).
 
     Args:
       observation_space: a `Box` (its shape is the model's input shape), or a `Dict` / `Tuple` of `Box`
@@ -156,7 +160,31 @@ def actor_critic_mlp(
             kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2.0)),
             name=f"trunk_{i}",
         )(x)
-    return keras.Model(inputs, _heads(x, action_space, std, log_std_init), name=name)
+    return _model(inputs, x, action_space, std, log_std_init, name, _cell(lstm_units, cell))
+
+
+def _cell(lstm_units: int, cell: keras.layers.Layer | None) -> keras.layers.Layer | None:
+    """The recurrent cell the builders' arguments ask for, or None."""
+    if not (isinstance(lstm_units, (int, np.integer)) and lstm_units >= 0):
+        raise ValueError(f"lstm_units must be an integer >= 0, got {lstm_units!r}")
+    if lstm_units and cell is not None:
+        raise ValueError("give lstm_units or cell, not both")
+    if cell is not None and not hasattr(cell, "state_size"):
+        raise ValueError(f"cell must be a Keras RNN cell (a layer with state_size), got {type(cell).__name__}")
+    return keras.layers.LSTMCell(int(lstm_units), name="lstm") if lstm_units else cell
+
+
+def _model(inputs, x, action_space: gym.Space, std: str, log_std_init: float, name: str,
+           cell: keras.layers.Layer | None) -> keras.Model:
+    """The model of the trunk's features x with the heads; with a cell, the cell between trunk and heads,
+    its state taken as inputs `state_<i>` and returned after the value (see `keras_a3c.recurrent`)."""
+    if cell is None:
+        return keras.Model(inputs, _heads(x, action_space, std, log_std_init), name=name)
+    sizes = [cell.state_size] if isinstance(cell.state_size, (int, np.integer)) else list(cell.state_size)
+    state = [keras.Input((int(size),), name=f"state_{i}") for i, size in enumerate(sizes)]
+    x, new_state = cell(x, state if len(state) > 1 else state[0])
+    new_state = list(new_state) if isinstance(new_state, (list, tuple)) else [new_state]
+    return keras.Model([inputs, *state], [*_heads(x, action_space, std, log_std_init), *new_state], name=name)
 
 
 def _heads(x, action_space: gym.Space, std: str, log_std_init: float) -> list:
@@ -193,6 +221,8 @@ def actor_critic_cnn(
     name: str = "actor_critic_cnn",
     std: str = "state_independent",
     log_std_init: float = 0.0,
+    lstm_units: int = 0,
+    cell: keras.layers.Layer | None = None,
 ) -> keras.Model:
     """A shared convolutional trunk with a policy head and a value head, for image observations.
 
@@ -206,11 +236,12 @@ def actor_critic_cnn(
       architecture: "atari", the A3C paper's network (Conv 16 8x8 stride 4, Conv 32 4x4 stride 2,
         Dense 256), or "minatar", the MinAtar paper's (Conv 16 3x3 stride 1, Dense 128); see
         `CNN_ARCHITECTURES`.
-      name, std, log_std_init: as `actor_critic_mlp`.
+      name, std, log_std_init, lstm_units, cell: as `actor_critic_mlp` (the cell after the Dense layer, as
+        in the paper's A3C LSTM).
 
     Returns:
       A functional `keras.Model` mapping [B, *obs_shape] in the space's dtype (or float32) to
-      (policy params [B, P], value [B, 1]).
+      (policy params [B, P], value [B, 1]); with a cell, as `actor_critic_mlp`'s.
     """
     check_spaces(observation_space, action_space)
     if architecture not in CNN_ARCHITECTURES:
@@ -230,7 +261,7 @@ def actor_critic_cnn(
     x = keras.layers.Flatten(name="flatten")(x)
     x = keras.layers.Dense(units, activation="relu", kernel_initializer=keras.initializers.Orthogonal(np.sqrt(2.0)),
                            name="trunk_0")(x)
-    return keras.Model(inputs, _heads(x, action_space, std, log_std_init), name=name)
+    return _model(inputs, x, action_space, std, log_std_init, name, _cell(lstm_units, cell))
 
 
 def _structured_inputs(space: gym.spaces.Dict | gym.spaces.Tuple, normalize: bool) -> tuple:
@@ -262,24 +293,30 @@ def check_network(network: keras.Model, observation_space: gym.spaces.Box, actio
     """Raise a `ValueError` that names the problem unless `network` maps a batch of
     observations to (policy params, value [B] or [B, 1]): logits [B, A] for `Discrete(A)`,
     concat(mean, log_std) [B, 2D] for `Box((D,))`, logits [B, sum(nvec)] for `MultiDiscrete(nvec)`,
-    logits [B, n] for `MultiBinary(n)`."""
+    logits [B, n] for `MultiBinary(n)`; a recurrent network maps [observations, *state] to
+    [params, value, *new_state] with each new state shaped as its state (see `keras_a3c.recurrent`)."""
     distribution = for_action_space(action_space)
     if not isinstance(network, keras.Model):
         raise TypeError(f"the network must be a keras.Model, got {type(network).__name__}")
+    check_recurrent(network)
+    sizes = state_sizes(network)
     batch = ObservationCodec.for_space(observation_space, network).zeros(2)
+    state = [np.zeros((2, size), np.float32) for size in sizes]
     try:
-        outputs = network(batch)
+        outputs = network([batch, *state]) if sizes else network(batch)
     except Exception as exc:
         what = f"of shape {batch.shape}" if isinstance(batch, np.ndarray) else "(a batch of 2, as a dict or tuple)"
         raise ValueError(
-            f"the network could not be called on observations {what} (observation space {observation_space}): {exc}"
+            f"the network could not be called on observations {what} (observation space {observation_space}"
+            f"{f', and its state {sizes}' if sizes else ''}): {exc}"
         ) from exc
-    if not isinstance(outputs, (list, tuple)) or len(outputs) != 2:
+    if not isinstance(outputs, (list, tuple)) or len(outputs) != 2 + len(sizes):
         raise ValueError(
-            "the network must return two outputs (policy params [B, num_actions or 2 * action_dim], value [B, 1]); "
+            "the network must return two outputs (policy params [B, num_actions or 2 * action_dim], value [B, 1]), "
+            "and a recurrent one its new state after them; "
             f"got {type(outputs).__name__} of length {len(outputs) if isinstance(outputs, (list, tuple)) else 1}"
         )
-    params, value = outputs
+    params, value = outputs[:2]
     width = distribution.num_params(action_space)
     if tuple(params.shape) != (2, width):
         what = "Gaussian mean and log std" if isinstance(action_space, gym.spaces.Box) else "logits"
@@ -292,3 +329,7 @@ def check_network(network: keras.Model, observation_space: gym.spaces.Box, actio
             f"the network's second output (value) must have shape [B] or [B, 1]; "
             f"for a batch of 2 it returned {tuple(value.shape)}"
         )
+    for i, (new, size) in enumerate(zip(outputs[2:], sizes, strict=True)):
+        if tuple(new.shape) != (2, size):
+            raise ValueError(f"the recurrent network's new state {i} must have shape [B, {size}] like its state; "
+                             f"for a batch of 2 it returned {tuple(new.shape)}")

@@ -25,6 +25,8 @@ import gymnasium as gym
 import numpy as np
 import tensorflow as tf
 
+from keras_a3c.recurrent import observation_input
+
 Leaf = gym.spaces.Box | gym.spaces.Discrete | gym.spaces.MultiBinary
 
 # The entry of a Dict observation that holds the invalid-action mask (PettingZoo's convention): 1 where
@@ -77,8 +79,9 @@ _KINDS = {gym.spaces.Dict: "dict", gym.spaces.Tuple: "tuple"}
 
 
 def _network_inputs(network) -> tuple[list[tuple[str | int | None, Any]], str]:
-    """([(key, input tensor)], structure) of a Keras model: one input, a dict or a list of inputs."""
-    inputs = network.input
+    """([(key, input tensor)], structure) of a Keras model's observations (a recurrent network's state inputs
+    left out): one input, a dict or a list of inputs."""
+    inputs = observation_input(network)
     if isinstance(inputs, dict):
         return list(inputs.items()), "dict"
     if isinstance(inputs, (list, tuple)):

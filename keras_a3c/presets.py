@@ -43,6 +43,7 @@ class Preset:
       std: the Gaussian head's std parameterisation (Box actions only).
       log_std_init: the Gaussian head's initial log std (Box actions only).
       normalize_observations: start the network with an `ObservationNormalization` layer.
+      lstm_units: > 0 makes the network recurrent: an LSTM cell of this many units before the heads.
       workers: actor-learner threads.
       envs_per_worker: envs each worker steps as one batch.
       total_steps: env steps to train for.
@@ -62,6 +63,7 @@ class Preset:
     std: str = "state_independent"
     log_std_init: float = 0.0
     normalize_observations: bool = False
+    lstm_units: int = 0
     workers: int = 8
     envs_per_worker: int = 8
     total_steps: int = 1_000_000
@@ -79,8 +81,9 @@ class Preset:
         if self.std not in STD_PARAMETERISATIONS:
             raise ValueError(f"std must be one of {STD_PARAMETERISATIONS}, got {self.std!r}")
         for name in ("workers", "envs_per_worker", "total_steps", "steps_per_epoch", "learning_rate_decay_updates",
-                     "eval_episodes"):
-            value, low = getattr(self, name), 0 if name in ("learning_rate_decay_updates", "eval_episodes") else 1
+                     "eval_episodes", "lstm_units"):
+            value = getattr(self, name)
+            low = 0 if name in ("learning_rate_decay_updates", "eval_episodes", "lstm_units") else 1
             if not (isinstance(value, int) and value >= low):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if not (self.hidden_units and all(isinstance(u, int) and u >= 1 for u in self.hidden_units)):
@@ -101,9 +104,10 @@ class Preset:
         """The preset's actor-critic for these spaces."""
         if self.network != "mlp":
             return actor_critic_cnn(observation_space, action_space, self.network, std=self.std,
-                                    log_std_init=self.log_std_init)
+                                    log_std_init=self.log_std_init, lstm_units=self.lstm_units)
         return actor_critic_mlp(observation_space, action_space, hidden_units=self.hidden_units, std=self.std,
-                                log_std_init=self.log_std_init, normalize_observations=self.normalize_observations)
+                                log_std_init=self.log_std_init, normalize_observations=self.normalize_observations,
+                                lstm_units=self.lstm_units)
 
     def make_agent(self) -> A3C:
         """A new agent for `env`, built and compiled with the preset's settings."""
@@ -192,7 +196,25 @@ MINATAR = Preset(
     steps_per_epoch=100_000,
 )
 
-PRESETS = {"defaults": DEFAULTS, "cartpole": CARTPOLE, "pendulum": PENDULUM, "minatar": MINATAR}
+# The settings of examples/cartpole_memory.py: CartPole with the velocities hidden (examples/memory_env.py), which
+# only a policy with memory solves; the defaults with an LSTM of 64 units after the trunk.
+CARTPOLE_MEMORY = Preset(
+    env="CartPoleNoVelocity-v1",
+    config=A3CConfig(),
+    learning_rate=7e-4,
+    optimizer="rmsprop",
+    epsilon=1e-5,
+    normalize_observations=True,
+    lstm_units=64,
+    workers=8,
+    envs_per_worker=8,
+    total_steps=1_000_000,
+    eval_episodes=20,
+    steps_per_epoch=20_000,
+)
+
+PRESETS = {"defaults": DEFAULTS, "cartpole": CARTPOLE, "pendulum": PENDULUM, "minatar": MINATAR,
+           "cartpole_memory": CARTPOLE_MEMORY}
 
 
 def get(name: str) -> Preset:

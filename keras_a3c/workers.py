@@ -18,6 +18,7 @@ from keras_a3c.acting import LocalPolicy
 from keras_a3c.envs import check_finite
 from keras_a3c.normalization import RewardNormalizer
 from keras_a3c.observations import ObservationCodec
+from keras_a3c.recurrent import zero_state
 from keras_a3c.segment import SegmentLayout
 from keras_a3c.training_state import TrainingState
 
@@ -96,13 +97,17 @@ class Worker(threading.Thread):
         discounted = np.zeros(B)  # with reward normalisation: G_t = gamma G_{t-1} + r_t of each env's episode
         discounted_log = np.zeros((T, B))
         vector_steps = 0
+        state = zero_state(layout.state_sizes, B)  # a recurrent network's state per env; [] for feedforward
+        initial_state = segment[-1] if layout.state_size else None
         for g in float_rows:
             check_finite("observation", obs[g], f"{where}, reset")
         while not self.state.stop.is_set():
+            if initial_state is not None:
+                np.concatenate(state, axis=1, out=initial_state)
             for t in range(T):
                 for row, part in zip(observations, obs, strict=True):
                     row[t] = part
-                action = self.policy.sample(obs, self.rng, where)
+                action, state = self.policy.sample(obs, self.rng, where, state)
                 raw, reward, term, trunc, _ = env.step(sampler.to_env(action))
                 obs = to_rows(raw)
                 vector_steps += 1
@@ -118,6 +123,9 @@ class Worker(threading.Thread):
                 if normalizer is not None:
                     discounted = np.where(reset_pending, 0.0, normalizer.gamma * discounted + reward)
                     discounted_log[t] = discounted
+                if state and reset_pending.any():  # this step began new episodes: from the zero state
+                    state = [np.where(reset_pending[:, None], 0.0, part).astype(np.float32, copy=False)
+                             for part in state]
                 reset_pending = done = term | trunc
                 self.state.add_steps(self.worker_id, steps, episode_return[done], episode_length[done])
                 episode_return[done] = 0.0

@@ -44,7 +44,7 @@ def test_gaussian_head_numpy_twin_matches_keras(std, action_space, activation):
     forward = numpy_forward(net)
     assert forward is not None
     obs = np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32)
-    params, values = forward(weights_of(net), obs)
+    params, values, _ = forward(weights_of(net), obs)
     k_params, k_values = net(obs)
     assert params.shape == (64, 2 * action_space.shape[0])
     np.testing.assert_allclose(params, k_params, atol=1e-5)

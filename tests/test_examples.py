@@ -76,6 +76,7 @@ NEEDS_MINATAR = pytest.mark.skipif(importlib.util.find_spec("minatar") is None, 
 
 
 @pytest.mark.parametrize("name, example", [("cartpole", "cartpole"), ("pendulum", "pendulum"), ("defaults", "train"),
+                                           ("cartpole_memory", "cartpole_memory"),
                                            pytest.param("minatar", "minatar_a3c", marks=NEEDS_MINATAR)])
 def test_flagfile_holds_the_preset_and_the_example_defaults(name, example):
     """flags/<name>.flags, keras_a3c.presets.<NAME> and the example's flag defaults must not drift apart."""

@@ -90,7 +90,7 @@ def test_the_numpy_twin_of_a_cnn_matches_keras(space, architecture):
     forward = numpy_forward(network)
     rng = np.random.default_rng(1)
     obs = rng.integers(0, int(space.high.flat[0]) + 1, (5, *space.shape)).astype(space.dtype)
-    params, values = forward(weights_of(network), obs)
+    params, values, _ = forward(weights_of(network), obs)
     keras_params, keras_values = network(obs)
     np.testing.assert_allclose(params, keras_params, atol=1e-5)
     np.testing.assert_allclose(values, np.ravel(keras_values), atol=1e-5)

@@ -104,7 +104,7 @@ def test_the_numpy_twin_normalises_like_the_layer(trained):
     forward = numpy_forward(agent.network)
     assert forward is not None
     obs = np.random.default_rng(2).uniform(90, 160, (16, 4)).astype(np.float32)
-    params, values = forward(weights_of(agent.network), obs)
+    params, values, _ = forward(weights_of(agent.network), obs)
     keras_params, keras_values = agent.network(obs)
     np.testing.assert_allclose(params, keras_params, atol=1e-4)
     np.testing.assert_allclose(values, np.ravel(keras_values), atol=1e-4)
