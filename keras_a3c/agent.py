@@ -40,6 +40,8 @@ class A3C(keras.Model):
         are logits [B, A] for a `Discrete(A)` action space (categorical policy),
         concat(mean, log_std) [B, 2D] for a `Box((D,))` one (diagonal Gaussian policy), logits
         [B, sum(nvec)] for `MultiDiscrete(nvec)` and [B, n] for `MultiBinary(n)` (factorised policies).
+        A recurrent network maps [observations, *state] to [params, value, *new_state] (see
+        `keras_a3c.recurrent`; `actor_critic_mlp(..., lstm_units=64)`).
       action_space: how to read the policy params. Optional: `fit` and `evaluate` take it
         from the env (and reject an env whose action space differs). `predict` and
         `export` before either treat the params as logits unless it is given.

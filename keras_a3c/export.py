@@ -25,13 +25,24 @@ The `serving_default` signature is `serve`, for TF Serving.
     sampled = policy.sample(tf.constant(observations, tf.float32), tf.constant(7, tf.int64))
     actions = policy.signatures["serve"](observations=tf.constant(observations, tf.float32))["actions"]
 
-The TFLite export holds `serve` alone, as the signature "serve" (input `observations`, output `actions`).
+A recurrent network (see `keras_a3c.recurrent`) carries its state explicitly: each endpoint takes
+`state`, float32 [batch, S] (the state parts side by side), after the observations (before `seed`),
+and returns (its output, the new state); each signature returns {its key, "state"}. One more endpoint
+and signature, `initial_state(batch_size) -> [state]` (an int32 scalar in, zeros [batch_size, S] out),
+begins an episode:
+
+    state = policy.initial_state(tf.constant(1, tf.int32))
+    actions, state = policy.serve(observations, state)
+
+The TFLite export holds `serve` alone, as the signature "serve" (input `observations`, output `actions`;
+a recurrent policy also `state` in and out).
 Its input tensor has shape [1, *obs_shape] until resized: `interpreter.resize_tensor_input`.
 
 The ONNX export (`format="onnx"`; needs the optional tf2onnx, `pip install tf2onnx onnxruntime`) is
 one graph of the deterministic endpoints, opset ONNX_OPSET: input `observations` float32
-[batch, *obs_shape], outputs `actions` (as `serve`), `logits` or `mean_and_log_std` (as
-`action_distribution`) and `value`. Run it with onnxruntime, no TensorFlow needed:
+[batch, *obs_shape] (and `state`, for a recurrent policy), outputs `actions` (as `serve`), `logits` or
+`mean_and_log_std` (as `action_distribution`), `value` (and `new_state`). Run it with onnxruntime,
+no TensorFlow needed:
 
     onnx_policy = onnxruntime.InferenceSession("policy.onnx")
     actions = onnx_policy.run(["actions"], {"observations": observations})[0]
@@ -217,9 +228,10 @@ def _onnx_model(saved_model: str) -> bytes:
 
     policy = tf.saved_model.load(saved_model)
     signature_specs = policy.signatures["serve"].structured_input_signature[1]  # {input name: spec}
-    names = list(signature_specs)
-    spec = tuple(tf.TensorSpec(s.shape, s.dtype, name=name) for name, s in signature_specs.items())
-    distribution_key = next(iter(policy.signatures["action_distribution"].structured_outputs))
+    names = sorted(signature_specs, key=lambda name: name == "state")  # a recurrent state after the observations
+    spec = tuple(tf.TensorSpec(signature_specs[name].shape, signature_specs[name].dtype, name=name) for name in names)
+    outputs = policy.signatures["action_distribution"].structured_outputs  # {key: spec}, in no fixed order
+    distribution_key = next(key for key in outputs if key != "state")
 
     def endpoints(*inputs):  # a dict, so the ONNX outputs carry these names
         named = dict(zip(names, inputs, strict=True))
@@ -227,7 +239,8 @@ def _onnx_model(saved_model: str) -> bytes:
         return {"actions": served["actions"],
                 distribution_key: policy.signatures["action_distribution"](**named)[distribution_key],
                 "value": policy.signatures["value"](**named)["value"],
-                **({"state": served["state"]} if "state" in served else {})}
+                # An ONNX output may not share its input's name.
+                **({"new_state": served["state"]} if "state" in served else {})}
 
     model, _ = tf2onnx.convert.from_function(tf.function(endpoints, input_signature=spec), input_signature=spec,
                                              opset=ONNX_OPSET)

@@ -287,3 +287,28 @@ class ScaledIdentityEnv(IdentityEnv):
     def step(self, action):
         obs, reward, terminated, truncated, info = super().step(action)
         return obs, self.reward_scale * reward, terminated, truncated, info
+
+
+class CueEnv(gym.Env):
+    """Only the first observation of an episode is informative: a one-hot cue in {0..n-1}; every later
+    observation is zeros. Reward 1 for each step whose action is the cue; `episode_length` steps.
+
+    A policy that remembers the cue earns `episode_length`; one that forgets it gets the first step
+    right and guesses after: 1 + (episode_length - 1) / n in expectation. Episodes terminate (no
+    bootstrap), so values stay below `episode_length`.
+    """
+
+    def __init__(self, n: int = 2, episode_length: int = 4):
+        self.n, self.episode_length = n, episode_length
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (n,), np.float32)
+        self.action_space = gym.spaces.Discrete(n)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.cue = 0, int(self.np_random.integers(self.n))
+        return np.eye(self.n, dtype=np.float32)[self.cue], {}
+
+    def step(self, action):
+        reward = float(action == self.cue)
+        self.t += 1
+        return np.zeros(self.n, np.float32), reward, self.t >= self.episode_length, False, {}

@@ -122,3 +122,18 @@ def test_acting_smoke_run(tmp_path):
     for ways in results.values():
         assert all(ways[key] > 0 for key in ("numpy_twin_ms", "numpy_twin_default_blas_threads_ms", "compiled_ms",
                                              "batched_per_worker_ms"))
+
+
+def test_cartpole_memory_smoke_run_and_report(tmp_path):
+    """keras_a3c recurrent and feedforward and, where sb3-contrib is installed (CI installs it), RecurrentPPO."""
+    out = tmp_path / "memory.jsonl"
+    systems = ["keras_a3c_lstm", "keras_a3c_feedforward"] + (
+        ["sb3_recurrent_ppo"] if importlib.util.find_spec("sb3_contrib") else [])
+    proc = run_script("cartpole_memory", f"--systems={','.join(systems)}", "--seeds=1", "--steps=3000",
+                      "--sb3_steps=512", "--eval_episodes=2", f"--json={out}")
+    runs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["system"] for r in runs] == systems
+    for run in runs:
+        assert run["seconds"] > 0 and len(run["returns"]) == 2 and np.isfinite(run["eval_mean"])
+    for system in systems:
+        assert f"| {system} | " in proc.stdout

@@ -2,6 +2,7 @@
 
 import ast
 import dataclasses
+import importlib
 import inspect
 import os
 
@@ -12,6 +13,7 @@ import keras_a3c
 from keras_a3c import presets
 from keras_a3c.config import A3CConfig
 from keras_a3c.networks import CNN_ARCHITECTURES
+from keras_a3c.recurrent import state_sizes
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -58,10 +60,13 @@ def test_compile_takes_a_config_and_keyword_overrides():
 
 
 @pytest.mark.parametrize("name", sorted(presets.PRESETS))
-def test_a_preset_builds_a_compiled_agent_with_its_settings(name):
+def test_a_preset_builds_a_compiled_agent_with_its_settings(name, monkeypatch):
     preset = presets.get(name)
     if preset.env.startswith("MinAtar/"):
         pytest.importorskip("minatar.gym").register_envs()
+    if preset.env == "CartPoleNoVelocity-v1":  # examples/memory_env.py registers it
+        monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples"))
+        importlib.import_module("memory_env")
     agent = preset.make_agent()
     assert agent.config == preset.config
     assert agent.optimizer.__class__.__name__.lower() == preset.optimizer
@@ -76,6 +81,7 @@ def test_a_preset_builds_a_compiled_agent_with_its_settings(name):
         assert [layer.filters for layer in agent.network.layers if layer.name.startswith("conv_")] == [
             filters for filters, _, _ in convolutions]
     assert agent.action_space == gym.make(preset.env).action_space
+    assert state_sizes(agent.network) == ((preset.lstm_units,) * 2 if preset.lstm_units else ())
 
 
 def test_the_cartpole_preset_decays_its_learning_rate_to_a_tenth():

@@ -182,15 +182,23 @@ def test_a_tuple_observation_task_trains_exports_and_plays(tmp_path):
     assert "20 episodes: mean return" in played.stdout
 
 
-@NEEDS_MINATAR
-def test_the_minatar_example_trains_from_bool_images_exports_and_plays(tmp_path):
+def train_export_and_play(tmp_path, example: str, env_id: str) -> None:
+    """Train `example` for a few thousand steps, export the policy, and play 2 episodes of it with play.py."""
     export_dir = tmp_path / "policy"
     out = run_example("--workers=2", "--envs_per_worker=4", "--total_steps=3000", "--eval_episodes=2", "--verbose=0",
-                      f"--export_dir={export_dir}", example=os.path.join(ROOT, "examples", "minatar_a3c.py"))
+                      f"--export_dir={export_dir}", example=os.path.join(ROOT, "examples", f"{example}.py"))
     assert out.returncode == 0, out.stderr
     assert "deterministic policy over 2 episodes" in out.stdout
-    played = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "play.py"), f"--policy={export_dir}",
-                             "--env=MinAtar/Breakout-v1", "--episodes=2", "--quiet"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    played = run_example(f"--policy={export_dir}", f"--env={env_id}", "--episodes=2", "--quiet",
+                         example=os.path.join(ROOT, "examples", "play.py"))
     assert played.returncode == 0, played.stderr
     assert "2 episodes: mean return" in played.stdout
+
+
+@NEEDS_MINATAR
+def test_the_minatar_example_trains_from_bool_images_exports_and_plays(tmp_path):
+    train_export_and_play(tmp_path, "minatar_a3c", "MinAtar/Breakout-v1")
+
+
+def test_the_memory_example_trains_a_recurrent_policy_exports_it_and_play_carries_its_state(tmp_path):
+    train_export_and_play(tmp_path, "cartpole_memory", "memory_env:CartPoleNoVelocity-v1")
