@@ -149,20 +149,21 @@ def one_run(spec: dict) -> dict:
 
 
 def report(path: str) -> str:
-    groups: dict[str, list[dict]] = {}
+    groups: dict[tuple[str, int], list[dict]] = {}
     for run in read_runs(path):
-        groups.setdefault(run["system"], []).append(run)
+        groups.setdefault((run["system"], run["steps"] or run["sb3_steps"]), []).append(run)
     lines = ["| system | env steps | seeds with greedy >= 475 | greedy eval, 20 episodes: median [min, max] | "
-             "env steps to a training mean of 475: median [min, max] | training s: median [min, max] |",
-             "|" + " --- |" * 6]
-    for system in (s for s in SYSTEMS if s in groups):
-        group = groups[system]
-        solved = [r["steps_to_475"] for r in group]
+             "training mean 475 reached at env steps: median [min, max] | ... at seconds | training s | env steps/s |",
+             "|" + " --- |" * 8]
+    for (system, _), group in sorted(groups.items(), key=lambda kv: (SYSTEMS.index(kv[0][0]), kv[0][1])):
+        reached = sum(r["steps_to_475"] is not None for r in group)
         lines.append(
             f"| {system} | {group[0]['env_steps']:,} | {sum(r['eval_mean'] >= BAR for r in group)}/{len(group)} | "
             f"{fmt(stats([r['eval_mean'] for r in group]), '.1f')} | "
-            f"{fmt(stats(solved), ',.0f')} ({sum(s is not None for s in solved)}/{len(group)} reached) | "
-            f"{fmt(stats([r['seconds'] for r in group]), '.0f')} |")
+            f"{fmt(stats([r['steps_to_475'] for r in group]), ',.0f')} ({reached}/{len(group)}) | "
+            f"{fmt(stats([r['seconds_to_475'] for r in group]), '.0f')} | "
+            f"{fmt(stats([r['seconds'] for r in group]), '.0f')} | "
+            f"{fmt(stats([r['env_steps'] / r['seconds'] for r in group])['median'], ',.0f')} |")
     return "\n".join(lines)
 
 
