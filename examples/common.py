@@ -56,6 +56,9 @@ def define_flags(preset: Preset, flag_values: flags.FlagValues = FLAGS) -> None:
                       "discounted return (logged returns stay raw).", **fv)
     flags.DEFINE_float("reward_clip", d["reward_clip"], "With --normalize_rewards, clip the normalised rewards to "
                        "[-reward_clip, reward_clip]; 0 does not clip.", lower_bound=0.0, **fv)
+    flags.DEFINE_float("clip_raw_rewards", d["clip_raw_rewards"], "Clip each env reward to [-clip_raw_rewards, "
+                       "clip_raw_rewards] before the learner uses it (1: the Atari papers' reward clipping; logged "
+                       "returns stay raw); 0 does not clip.", lower_bound=0.0, **fv)
     flags.DEFINE_float("action_bound_coef", d["action_bound_coef"], "Box actions: weight of the loss that keeps the "
                        "Gaussian mean inside the action bounds (the env clips actions, so the mean can drift "
                        "out); 0 turns it off.", lower_bound=0.0, **fv)
@@ -136,7 +139,7 @@ def settings() -> Preset:
             max_grad_norm=FLAGS.max_grad_norm or None, reward_scale=FLAGS.reward_scale, hogwild=FLAGS.hogwild,
             gae_lambda=FLAGS.gae_lambda, normalize_advantages=FLAGS.normalize_advantages,
             normalize_rewards=FLAGS.normalize_rewards, reward_clip=FLAGS.reward_clip or None,
-            action_bound_coef=FLAGS.action_bound_coef,
+            action_bound_coef=FLAGS.action_bound_coef, clip_raw_rewards=FLAGS.clip_raw_rewards or None,
         ),
         learning_rate=FLAGS.learning_rate,
         learning_rate_decay_updates=FLAGS.learning_rate_decay_updates,

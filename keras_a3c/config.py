@@ -40,6 +40,9 @@ class A3CConfig:
         targets stay O(1) whatever the reward scale; logged episode returns stay raw.
       reward_clip: with `normalize_rewards`, clip the normalised rewards to [-reward_clip,
         reward_clip] (> 0); None does not clip.
+      clip_raw_rewards: clip each reward the env returns to [-clip_raw_rewards, clip_raw_rewards]
+        (> 0) before anything else the learner does with it (the Atari reward clipping of the DQN and
+        A3C papers, 1); logged episode returns stay raw. None (the default) does not clip.
       action_bound_coef: for a Gaussian policy over a bounded `Box`, weight (>= 0) of
         `losses.action_bound_loss`, which keeps the mean inside the bounds (the env clips actions,
         so nothing else stops the mean drifting out); 0 turns it off.
@@ -57,6 +60,7 @@ class A3CConfig:
     normalize_rewards: bool = True
     reward_clip: float | None = 10.0
     action_bound_coef: float = 1.0
+    clip_raw_rewards: float | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.n_steps, int) and not isinstance(self.n_steps, bool) and self.n_steps >= 1):
@@ -76,8 +80,10 @@ class A3CConfig:
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if not (_finite_number(self.gae_lambda) and 0.0 <= self.gae_lambda <= 1.0):
             raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda!r}")
-        if self.reward_clip is not None and not (_finite_number(self.reward_clip) and self.reward_clip > 0):
-            raise ValueError(f"reward_clip must be > 0 or None, got {self.reward_clip!r}")
+        for name in ("reward_clip", "clip_raw_rewards"):
+            value = getattr(self, name)
+            if value is not None and not (_finite_number(value) and value > 0):
+                raise ValueError(f"{name} must be > 0 or None, got {value!r}")
 
     def replace(self, **overrides: Any) -> A3CConfig:
         """A copy with some fields changed (checked as a new config); an unknown name is a `TypeError`."""

@@ -128,6 +128,7 @@ class Preset:
         values.update(values.pop("config").to_dict())
         values["max_grad_norm"] = values["max_grad_norm"] or 0.0
         values["reward_clip"] = values["reward_clip"] or 0.0
+        values["clip_raw_rewards"] = values["clip_raw_rewards"] or 0.0
         values["hidden_units"] = list(values["hidden_units"])
         return values
 
@@ -213,8 +214,25 @@ CARTPOLE_MEMORY = Preset(
     steps_per_epoch=20_000,
 )
 
+# The settings of examples/atari.py: the A3C paper's Atari network, preprocessing (examples/atari_env.py) and
+# update (n-step returns of 5 steps, entropy 0.01, rewards clipped to [-1, 1], RMSProp 7e-4), with the defaults'
+# gradient clipping; 8 workers x 4 envs on 2 cores.
+ATARI = Preset(
+    env="AtariA3C/Pong-v5",
+    config=A3CConfig(n_steps=5, entropy_coef=0.01, gae_lambda=1.0, normalize_rewards=False, clip_raw_rewards=1.0),
+    learning_rate=7e-4,
+    optimizer="rmsprop",
+    epsilon=1e-5,
+    network="atari",
+    workers=8,
+    envs_per_worker=4,
+    total_steps=10_000_000,
+    eval_episodes=5,
+    steps_per_epoch=50_000,
+)
+
 PRESETS = {"defaults": DEFAULTS, "cartpole": CARTPOLE, "pendulum": PENDULUM, "minatar": MINATAR,
-           "cartpole_memory": CARTPOLE_MEMORY}
+           "cartpole_memory": CARTPOLE_MEMORY, "atari": ATARI}
 
 
 def get(name: str) -> Preset:

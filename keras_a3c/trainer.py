@@ -169,6 +169,7 @@ class Trainer:
                     seed=self.seed + i * batch,
                     train_lock=agent.learner.lock,
                     reward_normalizer=agent.reward_normalizer,
+                    clip_raw_rewards=agent.config.clip_raw_rewards,
                 )
             )
 

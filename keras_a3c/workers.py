@@ -50,6 +50,7 @@ class Worker(threading.Thread):
         seed: int,
         train_lock: threading.Lock | None,
         reward_normalizer: RewardNormalizer | None = None,
+        clip_raw_rewards: float | None = None,
     ):
         super().__init__(name=f"a3c-worker-{worker_id}", daemon=True)
         self.worker_id = worker_id
@@ -63,6 +64,7 @@ class Worker(threading.Thread):
         self.seed = seed
         self.train_lock = train_lock
         self.reward_normalizer = reward_normalizer
+        self.clip_raw_rewards = clip_raw_rewards
         self.rng = np.random.default_rng(seed)
         policy.sync(initial_weights)
         self.version = state.updates  # shared updates applied before theta' was last read
@@ -93,7 +95,7 @@ class Worker(threading.Thread):
         episode_return = np.zeros(B, np.float64)
         episode_length = np.zeros(B, np.int64)
         reset_pending = np.zeros(B, bool)  # NEXT_STEP autoreset: this step only resets these envs
-        normalizer = self.reward_normalizer
+        normalizer, clip = self.reward_normalizer, self.clip_raw_rewards
         discounted = np.zeros(B)  # with reward normalisation: G_t = gamma G_{t-1} + r_t of each env's episode
         discounted_log = np.zeros((T, B))
         vector_steps = 0
@@ -116,9 +118,11 @@ class Worker(threading.Thread):
                     check_finite("observation", obs[g], step_where)
                 check_finite("reward", reward, step_where)
                 steps = B - int(np.count_nonzero(reset_pending))
+                episode_return += reward  # the log keeps the raw rewards, the learner sees clipped ones
+                if clip is not None:
+                    reward = np.clip(reward, -clip, clip)
                 actions[t], rewards[t], terminated[t], truncated[t] = action, reward, term, trunc
                 valid[t] = ~reset_pending
-                episode_return += reward
                 episode_length += ~reset_pending
                 if normalizer is not None:
                     discounted = np.where(reset_pending, 0.0, normalizer.gamma * discounted + reward)

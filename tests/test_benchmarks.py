@@ -125,9 +125,9 @@ def test_acting_smoke_run(tmp_path):
 
 
 def test_cartpole_memory_smoke_run_and_report(tmp_path):
-    """keras_a3c recurrent and feedforward and, where sb3-contrib is installed (CI installs it), RecurrentPPO."""
+    """keras_a3c recurrent and, where sb3-contrib is installed (CI installs it), RecurrentPPO."""
     out = tmp_path / "memory.jsonl"
-    systems = ["keras_a3c_lstm", "keras_a3c_feedforward"] + (
+    systems = ["keras_a3c_lstm"] + (
         ["sb3_recurrent_ppo"] if importlib.util.find_spec("sb3_contrib") else [])
     proc = run_script("cartpole_memory", f"--systems={','.join(systems)}", "--seeds=1", "--steps=3000",
                       "--sb3_steps=512", "--eval_episodes=2", f"--json={out}")

@@ -64,9 +64,13 @@ def test_a_preset_builds_a_compiled_agent_with_its_settings(name, monkeypatch):
     preset = presets.get(name)
     if preset.env.startswith("MinAtar/"):
         pytest.importorskip("minatar.gym").register_envs()
-    if preset.env == "CartPoleNoVelocity-v1":  # examples/memory_env.py registers it
+    registered_by = {"CartPoleNoVelocity-v1": "memory_env", "AtariA3C/Pong-v5": "atari_env"}  # in examples/
+    if preset.env in registered_by:
+        if preset.env.startswith("AtariA3C/"):
+            pytest.importorskip("ale_py")
+            pytest.importorskip("cv2")
         monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples"))
-        importlib.import_module("memory_env")
+        importlib.import_module(registered_by[preset.env])
     agent = preset.make_agent()
     assert agent.config == preset.config
     assert agent.optimizer.__class__.__name__.lower() == preset.optimizer

@@ -72,11 +72,14 @@ print(len(lines), "flags match")
 """
 
 
+NEEDS_ALE = pytest.mark.skipif(importlib.util.find_spec("ale_py") is None or importlib.util.find_spec("cv2") is None,
+                               reason="needs ale-py (GPL, optional) and OpenCV")
 NEEDS_MINATAR = pytest.mark.skipif(importlib.util.find_spec("minatar") is None, reason="needs minatar (GPL, optional)")
 
 
 @pytest.mark.parametrize("name, example", [("cartpole", "cartpole"), ("pendulum", "pendulum"), ("defaults", "train"),
                                            ("cartpole_memory", "cartpole_memory"),
+                                           pytest.param("atari", "atari", marks=NEEDS_ALE),
                                            pytest.param("minatar", "minatar_a3c", marks=NEEDS_MINATAR)])
 def test_flagfile_holds_the_preset_and_the_example_defaults(name, example):
     """flags/<name>.flags, keras_a3c.presets.<NAME> and the example's flag defaults must not drift apart."""
@@ -202,3 +205,16 @@ def test_the_minatar_example_trains_from_bool_images_exports_and_plays(tmp_path)
 
 def test_the_memory_example_trains_a_recurrent_policy_exports_it_and_play_carries_its_state(tmp_path):
     train_export_and_play(tmp_path, "cartpole_memory", "memory_env:CartPoleNoVelocity-v1")
+
+
+@NEEDS_ALE
+def test_the_atari_example_trains_on_preprocessed_frames_exports_and_plays(tmp_path):
+    export_dir = tmp_path / "policy"
+    out = run_example("--workers=2", "--envs_per_worker=2", "--total_steps=400", "--eval_episodes=0", "--verbose=0",
+                      f"--export_dir={export_dir}", example=os.path.join(ROOT, "examples", "atari.py"))
+    assert out.returncode == 0, out.stderr
+    assert "exported the policy" in out.stdout
+    played = run_example(f"--policy={export_dir}", "--env=atari_env:AtariA3C/Pong-v5", "--episodes=1", "--quiet",
+                         example=os.path.join(ROOT, "examples", "play.py"))
+    assert played.returncode == 0, played.stderr
+    assert "1 episodes: mean return" in played.stdout

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from envs import IdentityEnv, ScaledIdentityEnv, one_faulty
+from recording import record_segments
 
 import keras_a3c
 from keras_a3c.acting import numpy_forward, weights_of
@@ -207,3 +208,20 @@ def test_reward_normalisation_keeps_rewards_too_large_for_float32_returns_traina
               verbose=0)
     assert agent.env_steps >= 2000
     assert all(np.isfinite(v.numpy()).all() for v in agent.network.weights)
+
+
+def test_clip_raw_rewards_clips_what_the_learner_sees_and_the_log_keeps_raw_returns(monkeypatch):
+    """The Atari papers' reward clipping: rewards of 25 reach the learner as 1, and the logged episode
+    returns are still multiples of 25."""
+    segments = record_segments(monkeypatch)
+    agent = keras_a3c.A3C(keras_a3c.actor_critic_mlp(ScaledIdentityEnv().observation_space,
+                                                     ScaledIdentityEnv().action_space))
+    agent.compile(normalize_rewards=False, clip_raw_rewards=1.0)
+    history = agent.fit(lambda: ScaledIdentityEnv(reward_scale=25.0), total_steps=2_000, workers=2,
+                        envs_per_worker=4, verbose=0, seed=0)
+    rewards = np.concatenate([segment[0][:-1, :, -4] for segment in segments])  # the reward column
+    assert set(np.unique(rewards)) == {0.0, 1.0}
+    returns = history.episodes["return"]
+    assert len(returns) > 10 and returns.max() > 1.0 and np.all(returns % 25.0 == 0.0)
+    with pytest.raises(ValueError, match="clip_raw_rewards must be > 0 or None"):
+        keras_a3c.A3CConfig(clip_raw_rewards=0.0)

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from envs import CueEnv, IdentityEnv, ImageIdentityEnv
+from recording import record_segments
 from served import serve_in_a_fresh_process, tflite_interpreter
 
 import keras_a3c
 from keras_a3c.acting import numpy_forward, weights_of
-from keras_a3c.learner import Learner
 from keras_a3c.observations import ObservationCodec
 from keras_a3c.recurrent import state_sizes
 
@@ -79,19 +79,7 @@ def test_the_state_is_zeroed_exactly_where_episodes_begin_and_the_learner_replay
                                          normalize_observations=False)
     agent = keras_a3c.A3C(network)
     agent.compile(keras.optimizers.SGD(0.0), n_steps=5)  # the weights stay as they are
-    segments = []
-    compile_update = Learner.compile
-
-    def recording_compile(self, *args, **kwargs):
-        train = compile_update(self, *args, **kwargs)
-
-        def record(segment):
-            segments.append([np.array(part) for part in segment])
-            return train(segment)
-
-        return record
-
-    monkeypatch.setattr(Learner, "compile", recording_compile)
+    segments = record_segments(monkeypatch)
     agent.fit(lambda: CueEnv(episode_length=3), total_steps=60, workers=1, envs_per_worker=2, verbose=0, seed=3)
     assert len(segments) >= 4 and agent.train_trace_count == 1
     packed = np.concatenate([segment[0][:5] for segment in segments])  # [global rows, B, F]

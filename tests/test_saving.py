@@ -329,7 +329,7 @@ def test_a_save_of_an_unknown_format_version_names_it(tmp_path):
     shutil.copytree(os.path.join(DATA, "agent_format_1"), path)
     config = json.loads((path / "agent.json").read_text())
     (path / "agent.json").write_text(json.dumps({**config, "format_version": 99}))
-    with pytest.raises(ValueError, match="format version 99; this keras_a3c reads versions 1 to 3"):
+    with pytest.raises(ValueError, match="format version 99; this keras_a3c reads versions 1 to 4"):
         keras_a3c.load(path)
 
 
@@ -343,3 +343,14 @@ def test_a_save_of_format_version_2_loads_without_the_action_bound_loss(tmp_path
     loaded = keras_a3c.load(path)
     assert loaded.config == keras_a3c.A3CConfig(action_bound_coef=0.0)
     assert keras_a3c.load(make_agent().save(tmp_path / "new")).config.action_bound_coef == 1.0
+
+
+def test_a_save_of_format_version_3_loads_without_reward_clipping(tmp_path):
+    """Format 4 added `clip_raw_rewards`; a version 3 save (which has no such setting) trains as it did."""
+    path = make_agent(clip_raw_rewards=1.0).save(tmp_path / "agent")
+    config = json.loads(open(os.path.join(path, "agent.json")).read())
+    assert config["compile"]["clip_raw_rewards"] == 1.0 and config["format_version"] == 4
+    del config["compile"]["clip_raw_rewards"]
+    with open(os.path.join(path, "agent.json"), "w") as f:
+        json.dump({**config, "format_version": 3}, f)
+    assert keras_a3c.load(path).config.clip_raw_rewards is None
