@@ -85,11 +85,10 @@ def test_breadth_smoke_run_and_report(tmp_path):
     """keras_a3c's defaults and, where Stable-Baselines3 is installed (CI installs it), its A2C peer."""
     out = tmp_path / "breadth.jsonl"
     systems = ["keras_a3c"] + (["sb3_a2c"] if importlib.util.find_spec("stable_baselines3") else [])
-    proc = run_script("breadth", "--envs=CartPole-v1,Pendulum-v1", f"--systems={','.join(systems)}", "--steps=2000",
+    proc = run_script("breadth", "--envs=CartPole-v1", f"--systems={','.join(systems)}", "--steps=2000",
                       "--eval_episodes=2", f"--json={out}")
     runs = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [(r["env"], r["system"]) for r in runs] == [(env, s) for env in ("CartPole-v1", "Pendulum-v1")
-                                                       for s in systems]
+    assert [(r["env"], r["system"]) for r in runs] == [("CartPole-v1", s) for s in systems]
     for run in runs:
         assert run["env_steps"] >= 2000 and run["seconds"] > 0 and np.isfinite(run["eval_mean"])
     for system in systems:
