@@ -29,13 +29,12 @@ import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 from common import (  # noqa: E402
     SUITE,
-    append_run,
     evaluate_episodes,
     fmt,
-    in_subprocess,
     read_runs,
     require_sb3,
     run_if_child,
+    run_specs,
     sb3_a2c_zoo,
     stats,
 )
@@ -141,15 +140,12 @@ def main(argv):
         require_sb3("sb3_a2c")
     for env_id in FLAGS.envs:
         steps = FLAGS.steps or SUITE[env_id][0]
-        for seed in range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds):
-            for system in FLAGS.systems:
-                spec = {"env": env_id, "system": system, "seed": seed, "steps": steps,
-                        "eval_episodes": FLAGS.eval_episodes}
-                run = in_subprocess(__file__, spec)
-                append_run(FLAGS.json, run)
-                print(f"{env_id} {system} seed {seed}: eval {run['eval_mean']:.1f} +/- {run['eval_std']:.1f} after "
-                      f"{run['env_steps']:,} env steps, {run['seconds']:.0f} s ({run['steps_per_second']:,.0f} "
-                      f"steps/s)", flush=True)
+        specs = [{"env": env_id, "system": system, "seed": seed, "steps": steps, "eval_episodes": FLAGS.eval_episodes}
+                 for seed in range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds) for system in FLAGS.systems]
+        for run in run_specs(__file__, specs, FLAGS.json):
+            print(f"{env_id} {run['system']} seed {run['seed']}: eval {run['eval_mean']:.1f} +/- "
+                  f"{run['eval_std']:.1f} after {run['env_steps']:,} env steps, {run['seconds']:.0f} s "
+                  f"({run['steps_per_second']:,.0f} steps/s)", flush=True)
     print(report(FLAGS.json))
 
 

@@ -36,7 +36,7 @@ sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "
 import memory_env  # noqa: E402  (registers CartPoleNoVelocity-v1)
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import EVAL_SEED, append_run, fmt, in_subprocess, read_runs, run_if_child, solve_point, stats  # noqa: E402
+from common import EVAL_SEED, fmt, read_runs, run_if_child, run_specs, solve_point, stats  # noqa: E402
 
 SYSTEMS = ("keras_a3c_lstm", "keras_a3c_lstm_compiled_acting", "keras_a3c_feedforward", "sb3_recurrent_ppo")
 BAR = 475.0
@@ -174,15 +174,12 @@ def main(argv):
         return
     if run_if_child(FLAGS.run, one_run):
         return
-    for seed in range(FLAGS.seeds):
-        for system in FLAGS.systems:
-            spec = {"system": system, "seed": seed, "steps": FLAGS.steps, "sb3_steps": FLAGS.sb3_steps,
-                    "eval_episodes": FLAGS.eval_episodes}
-            run = in_subprocess(__file__, spec)
-            append_run(FLAGS.json, run)
-            print(f"{system} seed {seed}: greedy {run['eval_mean']:.1f} +/- {run['eval_std']:.1f} after "
-                  f"{run['env_steps']:,} env steps, {run['seconds']:.0f} s; training mean 475 at "
-                  f"{run['steps_to_475']} env steps", flush=True)
+    specs = [{"system": system, "seed": seed, "steps": FLAGS.steps, "sb3_steps": FLAGS.sb3_steps,
+              "eval_episodes": FLAGS.eval_episodes} for seed in range(FLAGS.seeds) for system in FLAGS.systems]
+    for run in run_specs(__file__, specs, FLAGS.json):
+        print(f"{run['system']} seed {run['seed']}: greedy {run['eval_mean']:.1f} +/- {run['eval_std']:.1f} after "
+              f"{run['env_steps']:,} env steps, {run['seconds']:.0f} s; training mean 475 at "
+              f"{run['steps_to_475']} env steps", flush=True)
     print(report(FLAGS.json))
 
 

@@ -28,7 +28,7 @@ from keras_a3c.distributions import check_action_mask, for_action_space, mask_pa
 from keras_a3c.networks import LOG_SOFTPLUS_LINEAR_BELOW, GaussianHead
 from keras_a3c.normalization import ObservationNormalization
 from keras_a3c.observations import MASK_KEY, ObservationCodec
-from keras_a3c.recurrent import split_state, state_sizes, zero_state
+from keras_a3c.recurrent import begin_episodes, network_input, split_state, state_sizes, zero_state
 
 _NUMPY_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "linear": lambda x: x,
@@ -247,7 +247,7 @@ def numpy_forward(network: keras.Model) -> Forward | None:
     probe = _probe(network, rng)
     probe_state = [rng.normal(size=(len(probe), size)).astype(np.float32) for size in sizes]
     try:
-        outputs = [np.asarray(y) for y in network([probe, *probe_state] if sizes else probe)]
+        outputs = [np.asarray(y) for y in network(network_input(probe, probe_state))]
     except Exception:
         return None
     params, values, new_state = outputs[0], outputs[1], outputs[2:]
@@ -336,33 +336,32 @@ def compiled_params(network: keras.Model, codec: ObservationCodec, batch: int) -
     ([batch, F_g] each), a recurrent network's state (parts [batch, S_i]; () for a feedforward one)) ->
     ([batch, P], the new state). Rows of several dtypes cross into TensorFlow as one float32 array (each
     input bound costs ~50 us, several times the numpy concatenation), one row in its own dtype."""
-    sizes = state_sizes(network)
-    state_specs = [tf.TensorSpec([batch, size], tf.float32) for size in sizes]
+    state_specs = [tf.TensorSpec([batch, size], tf.float32) for size in state_sizes(network)]
 
     def call(observations, state):
-        outputs = network([observations, *state] if sizes else observations)
+        outputs = network(network_input(observations, state))
         return [outputs[0], *outputs[2:]]
 
     if len(codec.groups) == 1:
         function = tf.function(lambda row, *state: call(codec.structure([row]), state),
                                input_signature=codec.row_specs(batch) + state_specs)
-        function.get_concrete_function()
 
-        def one_row(rows: Sequence[np.ndarray], state: State) -> tuple[np.ndarray, list[np.ndarray]]:
-            params, *new_state = function(rows[0], *state)
-            return params.numpy(), [part.numpy() for part in new_state]
+        def to_input(rows: Sequence[np.ndarray]) -> np.ndarray:
+            return rows[0]
+    else:
+        group_sizes = codec.group_sizes
+        function = tf.function(lambda flat, *state: call(codec.structure(tf.split(flat, group_sizes, axis=1)), state),
+                               input_signature=[tf.TensorSpec([batch, sum(group_sizes)], tf.float32), *state_specs])
 
-        return one_row
-    group_sizes = codec.group_sizes
-    function = tf.function(lambda flat, *state: call(codec.structure(tf.split(flat, group_sizes, axis=1)), state),
-                           input_signature=[tf.TensorSpec([batch, sum(group_sizes)], tf.float32), *state_specs])
+        def to_input(rows: Sequence[np.ndarray]) -> np.ndarray:
+            return np.concatenate(rows, axis=1, dtype=np.float32)
     function.get_concrete_function()
 
-    def several_rows(rows: Sequence[np.ndarray], state: State) -> tuple[np.ndarray, list[np.ndarray]]:
-        params, *new_state = function(np.concatenate(rows, axis=1, dtype=np.float32), *state)
-        return params.numpy(), [part.numpy() for part in new_state]
+    def params(rows: Sequence[np.ndarray], state: State) -> tuple[np.ndarray, list[np.ndarray]]:
+        policy_params, *new_state = function(to_input(rows), *state)
+        return policy_params.numpy(), [part.numpy() for part in new_state]
 
-    return several_rows
+    return params
 
 
 class LocalPolicy:
@@ -413,8 +412,7 @@ def _start_episodes(state: np.ndarray | None, sizes: Sequence[int], batch: int,
     if parts[0].shape[0] != batch:
         raise ValueError(f"the recurrent state has {parts[0].shape[0]} rows for {batch} observations")
     if episode_start is not None:
-        keep = 1.0 - np.asarray(episode_start, np.float32).reshape(batch, 1)
-        parts = [part * keep for part in parts]
+        parts = begin_episodes(parts, np.asarray(episode_start, bool).reshape(batch))
     return parts
 
 
@@ -439,7 +437,7 @@ def policy_function(
         if forward is not None:
             params, _, new_state = forward(weights, inputs, state)
         else:
-            outputs = network([inputs, *state] if sizes else inputs, training=False)
+            outputs = network(network_input(inputs, state), training=False)
             params, new_state = np.asarray(outputs[0]), [np.asarray(part) for part in outputs[2:]]
         if codec.masked:
             params = sampler.mask(params, codec.mask(rows), "policy")

@@ -203,13 +203,11 @@ def _write_saved_model(network: keras.Model, path: str, action_space: gym.Space 
         signatures[name] = tf.function(signature_fn, input_signature=[*leaf_specs, *extra_specs], autograph=False)
         variables.update((id(v), v) for v in endpoint.get_concrete_function(obs_spec, *extra_specs).variables)
     if sizes:
-        width = sum(sizes)
+        width, batch_size_spec = sum(sizes), [tf.TensorSpec((), tf.int32, name="batch_size")]
         module.initial_state = tf.function(lambda batch_size: tf.zeros(tf.stack([batch_size, width]), tf.float32),
-                                           input_signature=[tf.TensorSpec((), tf.int32, name="batch_size")],
-                                           autograph=False)
+                                           input_signature=batch_size_spec, autograph=False)
         signatures["initial_state"] = tf.function(lambda batch_size: {"state": module.initial_state(batch_size)},
-                                                  input_signature=[tf.TensorSpec((), tf.int32, name="batch_size")],
-                                                  autograph=False)
+                                                  input_signature=batch_size_spec, autograph=False)
     signatures["serving_default"] = signatures["serve"]
     # Save the tf.Variables the endpoints read (as keras.export does), not the Keras wrappers:
     # with those, the TF1 session of `saved_model_cli run` cannot find the variables.

@@ -18,7 +18,7 @@ from keras_a3c.distributions import for_action_space
 from keras_a3c.envs import check_spaces
 from keras_a3c.normalization import ObservationNormalization
 from keras_a3c.observations import MASK_KEY, ObservationCodec, leaves_of
-from keras_a3c.recurrent import check_recurrent, state_sizes
+from keras_a3c.recurrent import check_recurrent, network_input, state_sizes, zero_state
 
 STD_PARAMETERISATIONS = ("state_independent", "softplus")
 # Below this, log(softplus(z)) = z to float32 precision, and softplus(z) itself heads for 0.
@@ -301,9 +301,8 @@ def check_network(network: keras.Model, observation_space: gym.spaces.Box, actio
     check_recurrent(network)
     sizes = state_sizes(network)
     batch = ObservationCodec.for_space(observation_space, network).zeros(2)
-    state = [np.zeros((2, size), np.float32) for size in sizes]
     try:
-        outputs = network([batch, *state]) if sizes else network(batch)
+        outputs = network(network_input(batch, zero_state(sizes, 2)))
     except Exception as exc:
         what = f"of shape {batch.shape}" if isinstance(batch, np.ndarray) else "(a batch of 2, as a dict or tuple)"
         raise ValueError(

@@ -63,6 +63,17 @@ def check_recurrent(network: keras.Model) -> None:
                 f"with shape {tuple(output.shape)}: each state must be [B, S] in and out")
 
 
+def network_input(observations: Any, state: Sequence) -> Any:
+    """What a network is called with: the observations, or [observations, *state] for a recurrent one (a
+    non-empty `state`)."""
+    return [observations, *state] if len(state) else observations
+
+
+def begin_episodes(state: Sequence[np.ndarray], starts: np.ndarray) -> list[np.ndarray]:
+    """The state parts [B, S_i] with the rows where `starts` [B] is true set to zeros: episodes begin there."""
+    return [np.where(starts[:, None], np.float32(0.0), part) for part in state]
+
+
 def zero_state(sizes: Sequence[int], batch: int) -> list[np.ndarray]:
     """The state that begins an episode: zeros [batch, S_i] for each part."""
     return [np.zeros((batch, size), np.float32) for size in sizes]

@@ -18,7 +18,7 @@ from keras_a3c.acting import LocalPolicy
 from keras_a3c.envs import check_finite
 from keras_a3c.normalization import RewardNormalizer
 from keras_a3c.observations import ObservationCodec
-from keras_a3c.recurrent import zero_state
+from keras_a3c.recurrent import begin_episodes, zero_state
 from keras_a3c.segment import SegmentLayout
 from keras_a3c.training_state import TrainingState
 
@@ -128,8 +128,7 @@ class Worker(threading.Thread):
                     discounted = np.where(reset_pending, 0.0, normalizer.gamma * discounted + reward)
                     discounted_log[t] = discounted
                 if state and reset_pending.any():  # this step began new episodes: from the zero state
-                    state = [np.where(reset_pending[:, None], 0.0, part).astype(np.float32, copy=False)
-                             for part in state]
+                    state = begin_episodes(state, reset_pending)
                 reset_pending = done = term | trunc
                 self.state.add_steps(self.worker_id, steps, episode_return[done], episode_length[done])
                 episode_return[done] = 0.0
