@@ -13,6 +13,7 @@ from keras_a3c.envs import ActionMaskFromInfo  # noqa: E402
 from keras_a3c.evaluation import evaluate_policy  # noqa: E402
 from keras_a3c.networks import actor_critic_cnn, actor_critic_mlp, check_network  # noqa: E402
 from keras_a3c.plot import plot_history  # noqa: E402
+from keras_a3c.ray_backend import RayBackend  # noqa: E402
 from keras_a3c.saving import latest_checkpoint  # noqa: E402
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "ActionMaskFromInfo",
     "Checkpoint",
     "ProgressLogger",
+    "RayBackend",
     "StopOnMeanReturn",
     "actor_critic_cnn",
     "actor_critic_mlp",

@@ -26,6 +26,7 @@ from keras_a3c.learner import UPDATE_LOGS, Learner
 from keras_a3c.metrics import RunningMeans
 from keras_a3c.networks import check_network
 from keras_a3c.normalization import RewardNormalizer
+from keras_a3c.ray_backend import RayBackend, RayTrainer
 from keras_a3c.recurrent import state_sizes
 from keras_a3c.trainer import Trainer, ctrl_c_as_flag
 from keras_a3c.training_state import TrainingState
@@ -126,8 +127,10 @@ class A3C(keras.Model):
         verbose: int = 1,
         seed: int | None = None,
         steps_per_epoch: int = 10_000,
+        backend: RayBackend | None = None,
     ) -> keras.callbacks.History:
-        """Train with `workers` asynchronous threads, each stepping its own batch of envs.
+        """Train with `workers` asynchronous actor-learners, each stepping its own batch of envs: threads of
+        this process, or of Ray actor processes with `backend=RayBackend(...)`.
 
         The agent's counters carry on across calls (and across `save` / `keras_a3c.load`):
         `total_steps` more env steps are taken, the logged `env_steps`, `episodes`, `time`
@@ -148,6 +151,9 @@ class A3C(keras.Model):
             whose state `save` keeps, so a resumed run does not replay old random streams.
           steps_per_epoch: env steps per epoch (History row); epoch k ends at global env
             step (k + 1) * steps_per_epoch.
+          backend: None runs the workers as threads of this process; a `keras_a3c.RayBackend` runs them in
+            Ray actors (see `keras_a3c.ray_backend`): same callbacks, History, counters and errors; the logs
+            also count `actor_failures`.
 
         Returns:
           a `keras.callbacks.History` whose rows are epochs of `steps_per_epoch` env steps,
@@ -165,6 +171,10 @@ class A3C(keras.Model):
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         if seed is not None and not isinstance(seed, (int, np.integer)):
             raise ValueError(f"seed must be an integer or None, got {seed!r}")
+        if backend is not None and not isinstance(backend, RayBackend):
+            raise TypeError(f"backend must be None or a keras_a3c.RayBackend, got {type(backend).__name__}")
+        if backend is not None and backend.actors > workers:
+            raise ValueError(f"{backend.actors} Ray actors need at least as many workers, got workers={workers}")
         with ctrl_c_as_flag() as ctrl_c:  # from here on Ctrl-C stops the run once its workers are joined
             spaces = env_spaces(env)
             check_network(self.network, *spaces)
@@ -173,8 +183,9 @@ class A3C(keras.Model):
                 seed = int(self.rng.integers(2**31))
             else:
                 self.rng = np.random.default_rng(seed)
-            trainer = Trainer(self, env, spaces, total_steps, workers, envs_per_worker, callbacks or [], verbose,
-                              seed, steps_per_epoch, start_time, ctrl_c)
+            arguments = (self, env, spaces, total_steps, workers, envs_per_worker, callbacks or [], verbose, seed,
+                         steps_per_epoch, start_time, ctrl_c)
+            trainer = Trainer(*arguments) if backend is None else RayTrainer(*arguments, backend=backend)
             return trainer.run()
 
     @property

@@ -8,9 +8,10 @@ under `Learner.lock` (none when `hogwild`), which is also what `A3C.paused_updat
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import gymnasium as gym
 import keras
@@ -21,7 +22,7 @@ from keras_a3c import losses
 from keras_a3c.config import A3CConfig
 from keras_a3c.distributions import DiagGaussian, for_action_space, masked_params
 from keras_a3c.metrics import RunningMeans
-from keras_a3c.normalization import observation_normalizers
+from keras_a3c.normalization import merge_moments, observation_normalizers
 from keras_a3c.observations import MASK_KEY, ObservationCodec
 from keras_a3c.recurrent import state_sizes
 from keras_a3c.segment import SegmentLayout
@@ -57,7 +58,13 @@ class Learner:
 
     def update(self, segment: dict[str, tf.Tensor], action_space: gym.Space,
                codec: ObservationCodec | None = None) -> None:
-        """One A3C update from one worker's segment.
+        """One A3C update from one worker's segment: `gradients`, then `apply` (arguments as `gradients`)."""
+        grads, logs, moments = self.gradients(segment, action_space, codec)
+        self.apply(grads, logs, moments, logs["grad_norm"])
+
+    def gradients(self, segment: dict[str, tf.Tensor], action_space: gym.Space, codec: ObservationCodec | None = None
+                  ) -> tuple[list[tf.Tensor], dict[str, tf.Tensor], list[tuple[tf.Tensor, tf.Tensor, tf.Tensor]]]:
+        """The A3C gradients of one worker's segment with respect to the network's trainable variables.
 
         The same loss serves every policy: the action space's distribution (`Categorical` or
         `DiagGaussian`) supplies log pi(a_t|s_t) and H(pi(.|s_t)); a Gaussian policy over a bounded
@@ -78,6 +85,11 @@ class Learner:
           codec: given, the observations are rows (a list of [T+1, B, F_g], one per storage dtype, see
             `keras_a3c.observations`) that it gives back to the network in the observation space's
             structure; None: they are the network's input [T+1, B, *obs] as they are.
+
+        Returns:
+          (gradients, one per trainable variable; logs {name: scalar} of UPDATE_LOGS; for each
+          `ObservationNormalization` layer the (mean, variance, count) of the segment's valid observations it
+          sees). A non-finite loss or gradient fails the checks every returned tensor depends on.
         """
         config = self.config
         distribution = for_action_space(action_space)
@@ -127,23 +139,34 @@ class Learner:
                 terms["loss"] += config.action_bound_coef * losses.action_bound_loss(pi.mean, low, high, mask)
         grads = tape.gradient(terms["loss"], variables)
         grad_norm = tf.linalg.global_norm(grads)
-        # A non-finite loss or gradient raises here, before the update touches the weights, the
-        # optimizer or the metrics: every op after waits for the checks (graph ops are otherwise unordered).
+        # A non-finite loss or gradient raises here, before anything is written: every op that uses what
+        # this returns waits for the checks (graph ops are otherwise unordered).
         checks = [
             tf.debugging.check_numerics(terms["loss"], _NOT_FINITE + "loss"),
             tf.debugging.check_numerics(grad_norm, _NOT_FINITE + "gradient norm"),
         ]
         with tf.control_dependencies(checks):
-            if config.max_grad_norm is not None:
-                grads, _ = tf.clip_by_global_norm(grads, config.max_grad_norm, use_norm=grad_norm)
-            self.optimizer.apply(grads, variables)
-            # The observation statistics take in this segment's (valid) observations after the
-            # forward pass, so an update that is refused leaves them as they were too.
-            for layer in self.normalizers:
-                seen = inputs if layer.observation_key is None else inputs[layer.observation_key]
-                layer.update_statistics(seen[:n], tf.reshape(segment["valid"], [n]))
-            explained_variance = losses.explained_variance(values, returns, mask)
-            self.logs.update_state({**terms, "grad_norm": grad_norm, "explained_variance": explained_variance})
+            grads = [tf.identity(g) for g in grads]
+            logs = {name: tf.identity(value) for name, value in terms.items()}
+            logs["grad_norm"] = tf.identity(grad_norm)
+            logs["explained_variance"] = losses.explained_variance(values, returns, mask)
+            # Each observation statistic's sample: this segment's valid observations.
+            moments = [layer.moments((inputs if layer.observation_key is None else inputs[layer.observation_key])[:n],
+                                     mask) for layer in self.normalizers]
+        return grads, logs, moments
+
+    def apply(self, grads: list[tf.Tensor], logs: dict[str, tf.Tensor],
+              moments: list[tuple[tf.Tensor, tf.Tensor, tf.Tensor]], grad_norm: tf.Tensor | None = None) -> None:
+        """Apply `gradients`' results to the shared model: clip the gradients by their global norm
+        (`grad_norm`, if known), one optimizer step, the observation samples merged into the statistics of
+        the `ObservationNormalization` layers (after the forward pass, so an update that is refused leaves
+        them as they were too), the logs into the running means."""
+        if self.config.max_grad_norm is not None:
+            grads, _ = tf.clip_by_global_norm(grads, self.config.max_grad_norm, use_norm=grad_norm)
+        self.optimizer.apply(grads, self.network.trainable_variables)
+        for layer, sample in zip(self.normalizers, moments, strict=True):
+            layer.merge_statistics(*sample)
+        self.logs.update_state(logs)
 
     def _replay(self, observations, state: list[tf.Tensor], valid: tf.Tensor,
                 codec: ObservationCodec | None) -> tuple[tf.Tensor, tf.Tensor]:
@@ -175,35 +198,133 @@ class Learner:
         segment array crosses the TF boundary, one comes back, which keeps the per-update Python overhead
         small. A non-finite loss or gradient is a `FloatingPointError`; the update is then not applied.
         """
-        variables = self.network.weights
-
         def packed_update(*segment):
             self.update(layout.unpack(segment), action_space, codec)
-            return tf.concat([tf.reshape(tf.cast(v, tf.float32), [-1]) for v in variables], axis=0)
+            return _flat(self.network.weights)
 
         self._function = tf.function(
             packed_update, input_signature=layout.specs(self.config.n_steps, batch), autograph=False
         )
         concrete = self._function.get_concrete_function()
-        shapes = [tuple(v.shape) for v in variables]
-        splits = np.cumsum([math.prod(shape) for shape in shapes])[:-1]
+        split = splitter(self.network.weights)
+        return lambda segment: split(_call_checked(concrete, segment))
 
-        def train(segment: list[np.ndarray]) -> list[np.ndarray]:
-            try:
-                flat = concrete(*(tf.constant(array) for array in segment)).numpy()
-            except tf.errors.InvalidArgumentError as error:
-                if _NOT_FINITE not in error.message:
-                    raise
-                what = error.message.split(_NOT_FINITE)[1].split(" :")[0]
-                raise FloatingPointError(
-                    f"the A3C {what} is not finite (rewards too large, or a diverging network?); the update "
-                    "was not applied, the shared weights are those from before it"
-                ) from error
-            return [part.reshape(shape) for part, shape in zip(np.split(flat, splits), shapes, strict=True)]
+    def compile_gradients(self, layout: SegmentLayout, batch: int, action_space: gym.Space,
+                          codec: ObservationCodec) -> Callable[[list[np.ndarray]], Gradients]:
+        """Trace `gradients` once for the segments of `layout` with `batch` envs, as `compile` does, for
+        a worker whose update is applied elsewhere (the Ray backend). The returned function takes one
+        segment and returns its `Gradients` at the network's weights as they are (theta').
+        A non-finite loss or gradient is a `FloatingPointError`."""
+        def packed_gradients(*segment):
+            grads, logs, moments = self.gradients(layout.unpack(segment), action_space, codec)
+            return [_flat(grads), tf.stack([logs[name] for name in UPDATE_LOGS]), *_flat_moments(moments)]
 
-        return train
+        function = tf.function(packed_gradients, input_signature=layout.specs(self.config.n_steps, batch),
+                               autograph=False).get_concrete_function()
+        shapes = [tuple(layer.mean.shape) for layer in self.normalizers]
+
+        def gradients(segment: list[np.ndarray]) -> Gradients:
+            flat_grads, logs, *moments = _call_checked(function, segment, many=True)
+            return Gradients(flat_grads[None], logs[None], [(m.reshape(shape), v.reshape(shape), c) for (m, v, c), shape
+                                                            in zip(_triples(moments), shapes, strict=True)])
+
+        return gradients
+
+    def compile_apply(self) -> Callable[[Gradients], np.ndarray]:
+        """Trace `apply` once, on this thread: the returned function applies `Gradients` to the shared model
+        and optimizer, one update per segment (each clipped), and returns the network's weights after them
+        (trainable or not, in the order of `acting.weights_of`) as one flat float32 vector."""
+        variables = self.network.trainable_variables
+        moment_specs = []
+        for layer in self.normalizers:
+            moment_specs += [tf.TensorSpec(layer.mean.shape, tf.float32)] * 2 + [tf.TensorSpec([], tf.float32)]
+        specs = [tf.TensorSpec([sum(math.prod(v.shape) for v in variables)], tf.float32),
+                 tf.TensorSpec([len(UPDATE_LOGS)], tf.float32)]
+        splits = [math.prod(v.shape) for v in variables]
+
+        def packed_apply(flat_grads, logs, *moments):
+            grads = [tf.reshape(g, v.shape) for g, v in zip(tf.split(flat_grads, splits), variables, strict=True)]
+            self.apply(grads, dict(zip(UPDATE_LOGS, tf.unstack(logs), strict=True)), _triples(moments))
+            return _flat(self.network.weights)
+
+        # The observation samples go with the first update, none (count 0) with the others.
+        function = tf.function(packed_apply, input_signature=specs + moment_specs,
+                               autograph=False).get_concrete_function()
+
+        def apply(gradients: Gradients) -> np.ndarray:
+            moments = [tf.constant(np.asarray(x, np.float32)) for sample in gradients.moments for x in sample]
+            nothing = [tf.zeros_like(x) for x in moments]
+            for i in range(gradients.segments):
+                flat = function(tf.constant(gradients.flat[i]), tf.constant(gradients.logs[i]),
+                                *(moments if i == 0 else nothing))
+            return flat.numpy()
+
+        return apply
 
     @property
     def trace_count(self) -> int:
         """How often the compiled update was traced (stays 1 during `fit`); 0 before `compile`."""
         return 0 if self._function is None else self._function.experimental_get_tracing_count()
+
+
+@dataclasses.dataclass
+class Gradients:
+    """The A3C gradients of one or more segments, to be applied by a learner in another process, one
+    update per segment.
+
+    Attributes:
+      flat: each segment's gradient, all trainable variables as one float32 vector: [segments, N].
+      logs: each segment's UPDATE_LOGS, float32 [segments, len(UPDATE_LOGS)].
+      moments: for each `ObservationNormalization` layer, (mean, variance, count) of the observations of
+        all the segments (merged into its statistics with the first update).
+    """
+
+    flat: np.ndarray
+    logs: np.ndarray
+    moments: list[tuple[np.ndarray, np.ndarray, float]]
+
+    @property
+    def segments(self) -> int:
+        return len(self.flat)
+
+    def add(self, other: Gradients) -> None:
+        """Append `other`'s segments to these."""
+        self.flat = np.concatenate([self.flat, other.flat])
+        self.logs = np.concatenate([self.logs, other.logs])
+        self.moments = [theirs if mine[2] == 0 else mine if theirs[2] == 0 else merge_moments(*mine, *theirs)
+                        for mine, theirs in zip(self.moments, other.moments, strict=True)]
+
+
+def _flat(tensors: list[tf.Tensor]) -> tf.Tensor:
+    """The tensors as one float32 vector."""
+    return tf.concat([tf.reshape(tf.cast(t, tf.float32), [-1]) for t in tensors], axis=0)
+
+
+def _flat_moments(moments: list[tuple[tf.Tensor, tf.Tensor, tf.Tensor]]) -> list[tf.Tensor]:
+    return [x for sample in moments for x in sample]
+
+
+def _triples(items: Sequence) -> list[tuple]:
+    return [tuple(items[i:i + 3]) for i in range(0, len(items), 3)]
+
+
+def splitter(variables: list[tf.Variable]) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """A function from one flat float32 vector to views of it in the variables' shapes."""
+    shapes = [tuple(v.shape) for v in variables]
+    splits = np.cumsum([math.prod(shape) for shape in shapes])[:-1]
+    return lambda flat: [part.reshape(shape) for part, shape in zip(np.split(flat, splits), shapes, strict=True)]
+
+
+def _call_checked(function, segment: list[np.ndarray], many: bool = False):
+    """function(*segment) as numpy, its failed finite checks as a `FloatingPointError`."""
+    try:
+        result = function(*(tf.constant(array) for array in segment))
+    except tf.errors.InvalidArgumentError as error:
+        if _NOT_FINITE not in error.message:
+            raise
+        what = error.message.split(_NOT_FINITE)[1].split(" :")[0]
+        raise FloatingPointError(
+            f"the A3C {what} is not finite (rewards too large, or a diverging network?); the update "
+            "was not applied, the shared weights are those from before it"
+        ) from error
+    return [x.numpy() for x in result] if many else result.numpy()

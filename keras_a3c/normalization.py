@@ -47,11 +47,22 @@ class RewardNormalizer:
         """Merge a batch of discounted returns [N] into the statistics; returns the new scale 1 / std."""
         if len(discounted_returns):
             batch = np.asarray(discounted_returns, np.float64)
-            with self.lock:
-                self.mean, self.var, self.count = merge_moments(
-                    self.mean, self.var, self.count, float(batch.mean()), float(batch.var()), len(batch)
-                )
+            self.merge(float(batch.mean()), float(batch.var()), len(batch))
         return self.scale()
+
+    def merge(self, mean: float, var: float, count: float) -> None:
+        """Merge a sample of discounted returns given by its moments into the statistics."""
+        with self.lock:
+            self.mean, self.var, self.count = merge_moments(self.mean, self.var, self.count, mean, var, count)
+
+    def moments(self) -> tuple[float, float, float]:
+        """(mean, var, count) of the discounted returns seen."""
+        with self.lock:
+            return self.mean, self.var, self.count
+
+    def set_moments(self, mean: float, var: float, count: float) -> None:
+        with self.lock:
+            self.mean, self.var, self.count = mean, var, count
 
     def scale(self) -> float:
         return 1.0 / float(np.sqrt(self.var + self.epsilon))
@@ -64,11 +75,10 @@ class RewardNormalizer:
         return rewards
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        with self.lock:
-            return {"reward_norm_moments": np.array([self.mean, self.var, self.count], np.float64)}
+        return {"reward_norm_moments": np.array(self.moments(), np.float64)}
 
     def load_state_dict(self, arrays: dict[str, np.ndarray]) -> None:
-        self.mean, self.var, self.count = (float(x) for x in arrays["reward_norm_moments"])
+        self.set_moments(*(float(x) for x in arrays["reward_norm_moments"]))
 
 
 @keras.saving.register_keras_serializable(package="keras_a3c")
@@ -111,6 +121,11 @@ class ObservationNormalization(keras.layers.Layer):
 
     def update_statistics(self, observations: tf.Tensor, mask: tf.Tensor) -> None:
         """Merge the rows of `observations` [N, *shape] where `mask` [N] is true into the statistics."""
+        self.merge_statistics(*self.moments(observations, mask))
+
+    def moments(self, observations: tf.Tensor, mask: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """(mean [*shape], variance [*shape], count []) of the rows of `observations` [N, *shape] where
+        `mask` [N] is true; zeros for no rows."""
         weights = tf.cast(mask, tf.float32)
         batch_count = tf.reduce_sum(weights)
         x = tf.cast(observations, tf.float32)
@@ -118,6 +133,10 @@ class ObservationNormalization(keras.layers.Layer):
         safe_count = tf.maximum(batch_count, 1.0)
         batch_mean = tf.reduce_sum(x * w, axis=0) / safe_count
         batch_var = tf.reduce_sum(tf.square(x - batch_mean) * w, axis=0) / safe_count
+        return batch_mean, batch_var, batch_count
+
+    def merge_statistics(self, batch_mean: tf.Tensor, batch_var: tf.Tensor, batch_count: tf.Tensor) -> None:
+        """Merge a sample given by its moments (as `moments` returns them) into the statistics."""
         # A count of 0 (nothing seen) merges as "no data": the first batch sets the moments.
         count = tf.convert_to_tensor(self.count)
         mean, var, total = merge_moments(tf.convert_to_tensor(self.mean), tf.convert_to_tensor(self.variance),

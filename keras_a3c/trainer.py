@@ -194,14 +194,13 @@ class Trainer:
         end the epochs that are full, until the workers stop or are told to."""
         callback_list.on_epoch_begin(self.epoch)
         self.epoch_open = True
-        for thread in self.threads:
-            thread.start()
+        self._launch()
         tick = 0
         while True:
-            self.state.stop.wait(TICK_SECONDS)
+            self._wait(TICK_SECONDS)
             if self.state.error is not None or self.ctrl_c.pressed:
                 return
-            finished = self.state.stop.is_set() or not any(t.is_alive() for t in self.threads)
+            finished = self.state.stop.is_set() or not self._running()
             logs = self._logs()
             callback_list.on_train_batch_end(tick, logs)
             tick += 1
@@ -236,6 +235,19 @@ class Trainer:
         logs.update(self.state.snapshot())
         logs["updates"] = int(self.agent.optimizer.iterations)
         return logs
+
+    def _launch(self) -> None:
+        """Set the workers going."""
+        for thread in self.threads:
+            thread.start()
+
+    def _wait(self, seconds: float) -> None:
+        """Let the workers run for up to `seconds` (less if they stop)."""
+        self.state.stop.wait(seconds)
+
+    def _running(self) -> bool:
+        """Whether any worker still runs."""
+        return any(t.is_alive() for t in self.threads)
 
     def _stop_workers(self) -> None:
         """Stop and join every worker, close their envs, stop the fit's clock."""

@@ -1,0 +1,181 @@
+"""The Ray backend: fit on a 2-node local cluster (ray.cluster_utils.Cluster), a node removed mid-run,
+failures in an actor and on the learner's side, and the errors raised before anything starts."""
+
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+from envs import IdentityEnv, one_faulty
+
+import keras_a3c
+from keras_a3c.ray_backend import RayBackend
+
+ray = pytest.importorskip("ray")
+
+
+def make_agent() -> keras_a3c.A3C:
+    spec = IdentityEnv()
+    agent = keras_a3c.A3C(keras_a3c.actor_critic_mlp(spec.observation_space, spec.action_space, (32,)))
+    agent.compile(keras.optimizers.Adam(1e-2), entropy_coef=0.05)
+    return agent
+
+
+def actor_processes() -> list:
+    """The processes that run (or ran, and linger) a keras_a3c Ray actor."""
+    import psutil
+
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        try:
+            if any("ActorLearner" in part for part in process.info["cmdline"] or ()) and process.is_running() \
+                    and process.status() != psutil.STATUS_ZOMBIE:
+                found.append(process)
+        except psutil.Error:
+            continue
+    return found
+
+
+def no_actor_processes(timeout: float = 10.0) -> bool:
+    deadline = time.perf_counter() + timeout
+    while actor_processes():
+        if time.perf_counter() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+# ---------------------------------------------------------------- before anything starts
+
+
+def test_ray_not_installed_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
+    with pytest.raises(ImportError, match="needs Ray.*pip install"):
+        RayBackend(actors=2)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"actors": 0}, "actors must be an integer >= 1"),
+    ({"segments_per_message": 0}, "segments_per_message"),
+    ({"max_restarts": -2}, "max_restarts"),
+    ({"address": ""}, "address must be"),
+    ({"num_cpus_per_actor": 0}, "num_cpus_per_actor"),
+])
+def test_bad_settings_are_value_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RayBackend(**kwargs)
+
+
+def test_unreachable_address_fails_before_any_work():
+    assert not ray.is_initialized()
+    agent = make_agent()
+    start = time.perf_counter()
+    with pytest.raises(ConnectionError, match="cannot reach the Ray cluster at '127.0.0.1:9'"):
+        agent.fit(IdentityEnv, total_steps=1000, workers=2, verbose=0, backend=RayBackend("127.0.0.1:9", actors=2))
+    assert time.perf_counter() - start < 10
+    assert agent.env_steps == 0 and not ray.is_initialized()
+
+
+def test_more_actors_than_workers_and_wrong_backend_are_errors():
+    agent = make_agent()
+    with pytest.raises(ValueError, match="3 Ray actors need at least as many workers"):
+        agent.fit(IdentityEnv, total_steps=1000, workers=2, verbose=0, backend=RayBackend(actors=3))
+    with pytest.raises(TypeError, match="backend must be"):
+        agent.fit(IdentityEnv, total_steps=1000, workers=2, verbose=0, backend="ray")
+
+
+# ---------------------------------------------------------------- on a 2-node cluster
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A head and a worker node of 2 CPUs each; this process connected to it."""
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    worker = cluster.add_node(num_cpus=2)
+    ray.init(address=cluster.address, include_dashboard=False)
+    cluster.wait_for_nodes()
+    yield cluster, worker
+    ray.shutdown()
+    cluster.shutdown()
+
+
+class RemoveNode(keras.callbacks.Callback):
+    """Removes the cluster's worker node once `after` env steps are taken; stops the fit once every actor
+    has taken `then` more env steps since (so the one that died has been restarted and worked on)."""
+
+    def __init__(self, cluster, node, after: int, then: int):
+        super().__init__()
+        self.cluster, self.node, self.after, self.then = cluster, node, after, then
+        self.steps_at_removal: list[int] | None = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps = list(self.model.training_state.worker_steps)
+        if self.steps_at_removal is None and logs["env_steps"] >= self.after:
+            self.cluster.remove_node(self.node)
+            self.steps_at_removal = steps
+        elif self.steps_at_removal is not None and all(
+                now - then >= self.then for now, then in zip(steps, self.steps_at_removal, strict=True)):
+            self.model.stop_training = True
+
+
+def test_learns_on_a_cluster_with_the_thread_backends_logs_and_counters(cluster):
+    agent = make_agent()
+    history = agent.fit(IdentityEnv, total_steps=30_000, workers=2, envs_per_worker=8, steps_per_epoch=10_000,
+                        verbose=0, seed=1, backend=RayBackend(actors=2, segments_per_message=1))
+    logs = history.history
+    assert {"loss", "entropy", "episode_return", "env_steps", "updates", "policy_lag", "actor_failures"} <= set(logs)
+    assert logs["env_steps"][-1] == agent.env_steps >= 30_000
+    assert len(history.epoch) == -(-agent.env_steps // 10_000)
+    assert logs["actor_failures"][-1] == 0
+    state = agent.training_state
+    assert all(steps > 0 for steps in state.worker_steps) and sum(state.worker_steps) == state.env_steps
+    # One optimizer step per segment, each counted once.
+    assert int(agent.optimizer.iterations) == state.updates == sum(state.worker_updates)
+    assert len(history.episodes["return"]) == state.episodes > 0
+    mean, _ = agent.evaluate(IdentityEnv, episodes=20)
+    assert mean >= 9.5  # a uniform policy scores 2.5
+    assert no_actor_processes()
+
+
+def test_a_node_removed_mid_run_is_survived(cluster, caplog):
+    head, worker = cluster
+    agent = make_agent()
+    remove = RemoveNode(head, worker, after=8_000, then=4_000)
+    history = agent.fit(IdentityEnv, total_steps=10**7, workers=2, envs_per_worker=8, verbose=0, seed=2,
+                        callbacks=[remove], backend=RayBackend(actors=2, segments_per_message=1))
+    # The actor on the removed node died, was restarted on the head node, and both went on.
+    assert remove.steps_at_removal is not None and agent.env_steps < 10**7
+    assert history.history["actor_failures"][-1] >= 1
+    assert "died" in caplog.text and "Ray restarts it" in caplog.text
+    mean, _ = agent.evaluate(IdentityEnv, episodes=20)
+    assert mean >= 9.5
+    assert no_actor_processes()
+    head.add_node(num_cpus=2)  # give the other tests their second node back
+    head.wait_for_nodes()
+
+
+def test_an_env_failing_in_an_actor_raises_from_fit(cluster):
+    agent = make_agent()
+    with pytest.raises(RuntimeError, match="FaultyEnv exploded in step") as raised:
+        agent.fit(one_faulty(3, fail_after=200), total_steps=10**7, workers=2, envs_per_worker=4, verbose=0,
+                  backend=RayBackend(actors=2, segments_per_message=2))
+    notes = " ".join(getattr(raised.value, "__notes__", []))
+    assert "keras_a3c worker" in notes and "Ray actor" in notes
+    assert no_actor_processes()
+
+
+def test_a_learner_side_failure_stops_every_actor(cluster):
+    class Explode(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if logs["env_steps"] > 2_000:
+                raise ValueError("callback exploded")
+
+    agent = make_agent()
+    with pytest.raises(ValueError, match="callback exploded"):
+        agent.fit(IdentityEnv, total_steps=10**7, workers=2, envs_per_worker=4, verbose=0, callbacks=[Explode()],
+                  backend=RayBackend(actors=2))
+    assert no_actor_processes()
+    assert np.isfinite(agent.training_state.env_steps)
