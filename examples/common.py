@@ -109,6 +109,15 @@ def define_flags(preset: Preset, flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_float("checkpoint_every_seconds", 60.0, "Seconds between checkpoints (whichever comes first).",
                        lower_bound=0.0, **fv)
     flags.DEFINE_integer("keep_checkpoints", 3, "How many checkpoints to keep.", lower_bound=1, **fv)
+    # Where the workers run.
+    flags.DEFINE_string("ray_address", None, "If set, run the workers in Ray actor processes (keras_a3c.RayBackend): "
+                        "'auto' (the cluster `ray start --head` started on this machine), a head's host:port, or "
+                        "'local' (a private Ray instance for this run). Unset: threads of this process.", **fv)
+    flags.DEFINE_integer("ray_actors", 2, "With --ray_address: Ray actor processes; the --workers are spread over "
+                         "them.", lower_bound=1, **fv)
+    flags.DEFINE_integer("ray_segments_per_message", keras_a3c.RayBackend.segments_per_message, "With --ray_address: "
+                         "segments whose gradients one message to the learner carries (more: fewer messages, older "
+                         "weights).", lower_bound=1, **fv)
     flags.DEFINE_bool("resume", False, "Load the newest checkpoint in --checkpoint_dir (if any) and train on from "
                       "its global env step up to --total_steps; the model and optimizer flags are then those saved.",
                       **fv)
@@ -123,6 +132,10 @@ def define_flags(preset: Preset, flag_values: flags.FlagValues = FLAGS) -> None:
                              message="--export_dir already exists; choose a new directory", **fv)
     flags.register_validator("checkpoint_dir", lambda path: path is None or not os.path.isfile(path),
                              message="--checkpoint_dir is a file; it must be a directory", **fv)
+    flags.register_multi_flags_validator(["ray_address", "ray_actors", "workers"],
+                                         lambda f: f["ray_address"] is None or f["ray_actors"] <= f["workers"],
+                                         message="--ray_actors must not exceed --workers (each actor runs at least "
+                                         "one worker)", **fv)
     flags.register_multi_flags_validator(["resume", "checkpoint_dir"],
                                          lambda f: not f["resume"] or f["checkpoint_dir"],
                                          message="--resume needs --checkpoint_dir", **fv)
@@ -202,6 +215,7 @@ def train(agent: keras_a3c.A3C, preset: Preset) -> keras.callbacks.History | Non
             seed=None if first_step else FLAGS.seed,  # a resumed run carries on the saved RNG
             verbose=FLAGS.verbose,
             callbacks=callbacks,
+            backend=backend(),
             **preset.fit_kwargs(),
         )
     except KeyboardInterrupt:
@@ -221,6 +235,14 @@ def train(agent: keras_a3c.A3C, preset: Preset) -> keras.callbacks.History | Non
         keras_a3c.plot_history(history, FLAGS.plot, target=preset.target_return)
         print(f"wrote learning curves to {FLAGS.plot}")
     return history
+
+
+def backend() -> keras_a3c.RayBackend | None:
+    """The Ray backend of --ray_address (None: threads)."""
+    if FLAGS.ray_address is None:
+        return None
+    return keras_a3c.RayBackend(address=None if FLAGS.ray_address == "local" else FLAGS.ray_address,
+                                actors=FLAGS.ray_actors, segments_per_message=FLAGS.ray_segments_per_message)
 
 
 def evaluate_and_export(agent: keras_a3c.A3C, preset: Preset) -> None:

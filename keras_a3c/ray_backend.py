@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("keras_a3c")
 
+# How long to wait before calling an actor again whose last call failed (Ray is restarting it).
+RETRY_SECONDS = 0.2
+
 INSTALL_HINT = "pip install 'ray==2.60.0' (or: pip install -r requirements-ray.txt)"
 
 
@@ -70,7 +73,7 @@ class RayBackend:
 
     address: str | None = None
     actors: int = 2
-    segments_per_message: int = 16
+    segments_per_message: int = 4
     num_cpus_per_actor: float = 1.0
     max_restarts: int = 10
     stall_seconds: float = 300.0
@@ -126,9 +129,13 @@ class RayTrainer(Trainer):
         self.started_ray = False
         self.actors: list[Any] = []
         self.pending: dict[Any, int] = {}  # in-flight `exchange` call -> actor index
-        self.deaths: list[int] = []
+        self.deaths: list[int] = []  # outages of each actor
+        self.down: list[bool] = []  # whose last call failed and which has sent nothing since
+        self.retry_at: dict[int, float] = {}  # actor index -> when to call it again
         self.failures = 0
         self.last_message = 0.0
+        self.launched = 0.0
+        self.busy = 0.0  # seconds this thread spent taking in and applying messages
 
     def _start_workers(self) -> None:
         from keras_a3c.ray_actor import ActorLearner, ActorSpec
@@ -163,9 +170,10 @@ class RayTrainer(Trainer):
                              threads=max(1, math.floor(backend.num_cpus_per_actor)))
             self.actors.append(remote.remote(spec))
         self.deaths = [0] * backend.actors
+        self.down = [False] * backend.actors
 
     def _launch(self) -> None:
-        self.last_message = time.perf_counter()
+        self.launched = self.last_message = time.perf_counter()
         for index in range(len(self.actors)):
             self._request(index)
 
@@ -180,6 +188,10 @@ class RayTrainer(Trainer):
         """Apply the messages that arrive in the next `seconds`."""
         ray = import_ray()
         deadline = time.perf_counter() + seconds
+        for index, when in list(self.retry_at.items()):
+            if time.perf_counter() >= when and not self.state.stop.is_set():
+                del self.retry_at[index]
+                self._request(index)
         while self.pending and not self.state.stop.is_set():
             left = deadline - time.perf_counter()
             if left <= 0:
@@ -187,6 +199,8 @@ class RayTrainer(Trainer):
             ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=left)
             for call in ready:
                 self._receive(self.pending.pop(call), call)
+        if not self.pending:  # every actor is being restarted
+            self.state.stop.wait(max(0.0, deadline - time.perf_counter()))
         if time.perf_counter() - self.last_message > self.backend.stall_seconds and not self.state.stop.is_set():
             self.state.fail(TimeoutError(f"no Ray actor sent a message for {self.backend.stall_seconds:.0f} s "
                                          "(an actor that cannot be restarted anywhere, or a hung env?)"))
@@ -195,6 +209,7 @@ class RayTrainer(Trainer):
         """Apply actor `index`'s message and ask it for the next; a dead actor is logged and asked again
         (Ray restarts it), a failed one ends the fit."""
         ray = import_ray()
+        start = time.perf_counter()
         try:
             message: Message = ray.get(call)
         except ray.exceptions.RayActorError as error:
@@ -206,6 +221,7 @@ class RayTrainer(Trainer):
             self.state.fail(cause)
             return
         self.last_message = time.perf_counter()
+        self.down[index] = False
         with self.agent.paused_updates():
             self.weights = self.apply(message.gradients)
             for _ in range(message.gradients.segments):
@@ -215,26 +231,32 @@ class RayTrainer(Trainer):
         self.state.add_steps(index, message.steps, message.returns, message.lengths)
         if not self.state.stop.is_set():
             self._request(index)
+        self.busy += time.perf_counter() - start
 
     def _lost(self, index: int, error: BaseException) -> None:
-        self.failures += 1
-        self.deaths[index] += 1
-        limit = self.backend.max_restarts
-        if 0 <= limit < self.deaths[index]:
-            failure = RuntimeError(f"Ray actor {index} died {self.deaths[index]} times (max_restarts={limit})")
-            failure.__cause__ = error
-            self.state.fail(failure)
-            return
-        logger.warning("keras_a3c: Ray actor %d died (%s); Ray restarts it and training goes on without the "
-                       "segments it had not sent", index, type(error).__name__)
-        self._request(index)
+        """Actor `index` died or is being restarted: count the outage once, ask it again in a moment."""
+        if not self.down[index]:
+            self.down[index] = True
+            self.failures += 1
+            self.deaths[index] += 1
+            limit = self.backend.max_restarts
+            if 0 <= limit < self.deaths[index]:
+                failure = RuntimeError(f"Ray actor {index} died {self.deaths[index]} times (max_restarts={limit})")
+                failure.__cause__ = error
+                self.state.fail(failure)
+                return
+            logger.warning("keras_a3c: Ray actor %d died (%s); Ray restarts it and training goes on without the "
+                           "segments it had not sent", index, type(error).__name__)
+        self.retry_at[index] = time.perf_counter() + RETRY_SECONDS
 
     def _running(self) -> bool:
-        return bool(self.pending)
+        return bool(self.pending or self.retry_at)
 
     def _logs(self) -> dict[str, float]:
         logs = super()._logs()
         logs["actor_failures"] = self.failures
+        # Near 1, the learner is the bottleneck: more actors would wait for it, not add env steps.
+        logs["learner_busy"] = self.busy / max(time.perf_counter() - self.launched, 1e-9) if self.launched else 0.0
         return logs
 
     def _stop_workers(self) -> None:

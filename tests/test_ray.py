@@ -1,6 +1,8 @@
 """The Ray backend: fit on a 2-node local cluster (ray.cluster_utils.Cluster), a node removed mid-run,
 failures in an actor and on the learner's side, and the errors raised before anything starts."""
 
+import os
+import subprocess
 import sys
 import time
 
@@ -8,9 +10,15 @@ import keras
 import numpy as np
 import pytest
 from envs import IdentityEnv, one_faulty
+from recording import record_segments
 
 import keras_a3c
+from keras_a3c.acting import ActionSampler
+from keras_a3c.learner import UPDATE_LOGS, Learner
+from keras_a3c.metrics import RunningMeans
+from keras_a3c.observations import ObservationCodec
 from keras_a3c.ray_backend import RayBackend
+from keras_a3c.segment import SegmentLayout
 
 ray = pytest.importorskip("ray")
 
@@ -22,17 +30,15 @@ def make_agent() -> keras_a3c.A3C:
     return agent
 
 
-def actor_processes() -> list:
-    """The processes that run (or ran, and linger) a keras_a3c Ray actor."""
-    import psutil
-
+def actor_processes() -> list[int]:
+    """The live processes that run a keras_a3c Ray actor (Ray titles them ray::ActorLearner...)."""
     found = []
-    for process in psutil.process_iter(["cmdline"]):
+    for entry in os.listdir("/proc"):
         try:
-            if any("ActorLearner" in part for part in process.info["cmdline"] or ()) and process.is_running() \
-                    and process.status() != psutil.STATUS_ZOMBIE:
-                found.append(process)
-        except psutil.Error:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline, open(f"/proc/{entry}/stat") as stat:
+                if b"ActorLearner" in cmdline.read() and stat.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    found.append(int(entry))
+        except (OSError, ValueError, IndexError):
             continue
     return found
 
@@ -44,6 +50,42 @@ def no_actor_processes(timeout: float = 10.0) -> bool:
             return False
         time.sleep(0.2)
     return True
+
+
+# ---------------------------------------------------------------- the update, split across processes
+
+
+def test_gradients_applied_elsewhere_make_the_threads_update(monkeypatch):
+    """compile_gradients on a replica, then compile_apply on the shared model == the compiled update (weights,
+    observation statistics and optimizer step alike)."""
+    segments = record_segments(monkeypatch)
+    spec = IdentityEnv()
+    make = lambda: keras_a3c.actor_critic_mlp(spec.observation_space, spec.action_space, (16,))  # noqa: E731
+    agent = keras_a3c.A3C(make())
+    agent.compile(keras.optimizers.Adam(1e-2), max_grad_norm=0.5)
+    agent.fit(IdentityEnv, total_steps=200, workers=1, envs_per_worker=4, verbose=0, seed=0)
+    segment = segments[-1]
+
+    def learner(weights):
+        network = make()
+        network.set_weights(weights)
+        learner = Learner(network, keras.optimizers.Adam(1e-2), agent.config, RunningMeans(UPDATE_LOGS))
+        learner.optimizer.build(network.trainable_variables)
+        codec = ObservationCodec.for_space(spec.observation_space, network)
+        sampler = ActionSampler(spec.action_space)
+        return learner, SegmentLayout(codec.row_layout, sampler.shape, sampler.dtype), codec
+
+    weights = agent.network.get_weights()
+    threads, layout, codec = learner(weights)
+    expected = threads.compile(layout, 4, spec.action_space, codec)(segment)
+    replica, _, _ = learner(weights)
+    shared, _, _ = learner(weights)
+    gradients = replica.compile_gradients(layout, 4, spec.action_space, codec)(segment)
+    assert gradients.segments == 1 and gradients.moments[0][2] > 0  # the observation sample travels along
+    flat = shared.compile_apply()(gradients)
+    assert np.allclose(flat, np.concatenate([w.reshape(-1) for w in expected]), atol=1e-6)
+    assert int(shared.optimizer.iterations) == 1
+    assert np.allclose(threads.logs.result()["loss"], shared.logs.result()["loss"])
 
 
 # ---------------------------------------------------------------- before anything starts
@@ -121,12 +163,24 @@ class RemoveNode(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class CountActorProcesses(keras.callbacks.Callback):
+    seen = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen = max(self.seen, len(actor_processes()))
+
+
 def test_learns_on_a_cluster_with_the_thread_backends_logs_and_counters(cluster):
     agent = make_agent()
+    processes = CountActorProcesses()
     history = agent.fit(IdentityEnv, total_steps=30_000, workers=2, envs_per_worker=8, steps_per_epoch=10_000,
-                        verbose=0, seed=1, backend=RayBackend(actors=2, segments_per_message=1))
+                        verbose=0, seed=1, callbacks=[processes],
+                        backend=RayBackend(actors=2, segments_per_message=1))
+    assert processes.seen == 2  # what no_actor_processes looks for, found while the actors ran
     logs = history.history
-    assert {"loss", "entropy", "episode_return", "env_steps", "updates", "policy_lag", "actor_failures"} <= set(logs)
+    assert {"loss", "entropy", "episode_return", "env_steps", "updates", "policy_lag", "actor_failures",
+            "learner_busy"} <= set(logs)
+    assert 0 < logs["learner_busy"][-1] < 1
     assert logs["env_steps"][-1] == agent.env_steps >= 30_000
     assert len(history.epoch) == -(-agent.env_steps // 10_000)
     assert logs["actor_failures"][-1] == 0
@@ -160,8 +214,8 @@ def test_a_node_removed_mid_run_is_survived(cluster, caplog):
 def test_an_env_failing_in_an_actor_raises_from_fit(cluster):
     agent = make_agent()
     with pytest.raises(RuntimeError, match="FaultyEnv exploded in step") as raised:
-        agent.fit(one_faulty(3, fail_after=200), total_steps=10**7, workers=2, envs_per_worker=4, verbose=0,
-                  backend=RayBackend(actors=2, segments_per_message=2))
+        agent.fit(one_faulty(3, fail_after=200), total_steps=10**7, workers=1, envs_per_worker=4, verbose=0,
+                  backend=RayBackend(actors=1, segments_per_message=2))
     notes = " ".join(getattr(raised.value, "__notes__", []))
     assert "keras_a3c worker" in notes and "Ray actor" in notes
     assert no_actor_processes()
@@ -175,7 +229,19 @@ def test_a_learner_side_failure_stops_every_actor(cluster):
 
     agent = make_agent()
     with pytest.raises(ValueError, match="callback exploded"):
-        agent.fit(IdentityEnv, total_steps=10**7, workers=2, envs_per_worker=4, verbose=0, callbacks=[Explode()],
-                  backend=RayBackend(actors=2))
+        agent.fit(IdentityEnv, total_steps=10**7, workers=1, envs_per_worker=4, verbose=0, callbacks=[Explode()],
+                  backend=RayBackend(actors=1))
     assert no_actor_processes()
     assert np.isfinite(agent.training_state.env_steps)
+
+
+def test_the_example_runs_on_the_cluster_with_its_ray_flags(cluster, tmp_path):
+    head, _ = cluster
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(
+        [sys.executable, os.path.join(root, "examples", "cartpole.py"), f"--ray_address={head.address}",
+         "--ray_actors=1", "--workers=1", "--envs_per_worker=4", "--total_steps=3000", "--eval_episodes=0",
+         "--verbose=0", f"--export_dir={tmp_path / 'policy'}"],
+        capture_output=True, text=True, cwd=root, timeout=300, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    assert out.returncode == 0, out.stderr
+    assert "trained " in out.stdout and (tmp_path / "policy" / "saved_model.pb").exists()
