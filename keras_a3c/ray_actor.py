@@ -40,6 +40,8 @@ class ActorSpec:
       config: the agent's `A3CConfig.to_dict()`.
       observation_space, action_space: the env's.
       env: the gymnasium id or env factory (pickled by Ray).
+      registration: the gymnasium `EnvSpec` of an id `env`, registered in the actor's process if it is not
+        there (ids a module registers on import in the caller: examples/memory_env.py's, MinAtar's, ...).
       worker_ids: the global ids of this actor's workers (worker i seeds its envs with seed + i * envs_per_worker).
       envs_per_worker: envs each worker steps as one batch.
       seed: the fit's seed.
@@ -58,6 +60,7 @@ class ActorSpec:
     seed: int
     segments_per_message: int
     threads: int = 1
+    registration: gym.envs.registration.EnvSpec | None = None
 
 
 @dataclasses.dataclass
@@ -148,6 +151,8 @@ class ActorLearner:
         tf.config.threading.set_intra_op_parallelism_threads(spec.threads)
         tf.config.threading.set_inter_op_parallelism_threads(spec.threads)
         self._blas = threadpool_limits(limits=spec.threads, user_api="blas")
+        if isinstance(spec.env, str) and spec.env not in gym.registry and spec.registration is not None:
+            gym.registry[spec.env] = spec.registration
         network = keras.saving.deserialize_keras_object(spec.network)
         network.set_weights(spec.weights)
         self.network = network

@@ -23,6 +23,7 @@ import socket
 import time
 from typing import TYPE_CHECKING, Any
 
+import gymnasium as gym
 import keras
 import numpy as np
 
@@ -131,6 +132,7 @@ class RayTrainer(Trainer):
         self.pending: dict[Any, int] = {}  # in-flight `exchange` call -> actor index
         self.deaths: list[int] = []  # outages of each actor
         self.down: list[bool] = []  # whose last call failed and which has sent nothing since
+        self.down_since: list[float] = []
         self.retry_at: dict[int, float] = {}  # actor index -> when to call it again
         self.failures = 0
         self.last_message = 0.0
@@ -167,10 +169,12 @@ class RayTrainer(Trainer):
                              worker_ids=list(range(a, self.num_workers, backend.actors)),
                              envs_per_worker=self.envs_per_worker, seed=self.seed,
                              segments_per_message=backend.segments_per_message,
-                             threads=max(1, math.floor(backend.num_cpus_per_actor)))
+                             threads=max(1, math.floor(backend.num_cpus_per_actor)),
+                             registration=gym.spec(self.env) if isinstance(self.env, str) else None)
             self.actors.append(remote.remote(spec))
         self.deaths = [0] * backend.actors
         self.down = [False] * backend.actors
+        self.down_since = [0.0] * backend.actors
 
     def _launch(self) -> None:
         self.launched = self.last_message = time.perf_counter()
@@ -234,8 +238,21 @@ class RayTrainer(Trainer):
         self.busy += time.perf_counter() - start
 
     def _lost(self, index: int, error: BaseException) -> None:
-        """Actor `index` died or is being restarted: count the outage once, ask it again in a moment."""
+        """Actor `index` died or is being restarted: count the outage once, ask it again in a moment. An actor
+        that could not be built, or has been down for `stall_seconds`, ends the fit."""
+        if getattr(error, "actor_init_failed", False):
+            failure = RuntimeError(f"Ray actor {index} could not be built: {error}")
+            failure.__cause__ = error
+            self.state.fail(failure)
+            return
+        now = time.perf_counter()
+        if self.down[index] and now - self.down_since[index] > self.backend.stall_seconds:
+            failure = TimeoutError(f"Ray actor {index} has been down for {self.backend.stall_seconds:.0f} s")
+            failure.__cause__ = error
+            self.state.fail(failure)
+            return
         if not self.down[index]:
+            self.down_since[index] = now
             self.down[index] = True
             self.failures += 1
             self.deaths[index] += 1

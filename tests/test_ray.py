@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import gymnasium as gym
 import keras
 import numpy as np
 import pytest
@@ -21,6 +22,23 @@ from keras_a3c.ray_backend import RayBackend
 from keras_a3c.segment import SegmentLayout
 
 ray = pytest.importorskip("ray")
+
+# Registered in this process only: the actors get the registration from the learner.
+gym.register("RayTestIdentity-v0", entry_point=IdentityEnv)
+
+
+class FailsWhereShipped:
+    """An env factory that works here and raises in any process it is pickled to (an actor's)."""
+
+    shipped = False
+
+    def __getstate__(self):
+        return {"shipped": True}
+
+    def __call__(self) -> IdentityEnv:
+        if self.shipped:
+            raise OSError("no such device in this process")
+        return IdentityEnv()
 
 
 def make_agent() -> keras_a3c.A3C:
@@ -173,8 +191,8 @@ class CountActorProcesses(keras.callbacks.Callback):
 def test_learns_on_a_cluster_with_the_thread_backends_logs_and_counters(cluster):
     agent = make_agent()
     processes = CountActorProcesses()
-    history = agent.fit(IdentityEnv, total_steps=30_000, workers=2, envs_per_worker=8, steps_per_epoch=10_000,
-                        verbose=0, seed=1, callbacks=[processes],
+    history = agent.fit("RayTestIdentity-v0", total_steps=30_000, workers=2, envs_per_worker=8,
+                        steps_per_epoch=10_000, verbose=0, seed=1, callbacks=[processes],
                         backend=RayBackend(actors=2, segments_per_message=1))
     assert processes.seen == 2  # what no_actor_processes looks for, found while the actors ran
     logs = history.history
@@ -221,6 +239,16 @@ def test_an_env_failing_in_an_actor_raises_from_fit(cluster):
     assert no_actor_processes()
 
 
+def test_an_actor_that_cannot_be_built_ends_the_fit_at_once(cluster):
+    agent = make_agent()
+    start = time.perf_counter()
+    with pytest.raises(RuntimeError, match="(?s)Ray actor 0 could not be built.*no such device"):
+        agent.fit(FailsWhereShipped(), total_steps=10**7, workers=1, envs_per_worker=2, verbose=0,
+                  backend=RayBackend(actors=1))
+    assert time.perf_counter() - start < 60  # not after stall_seconds (300)
+    assert no_actor_processes()
+
+
 def test_a_learner_side_failure_stops_every_actor(cluster):
     class Explode(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -241,7 +269,8 @@ def test_the_example_runs_on_the_cluster_with_its_ray_flags(cluster, tmp_path):
     out = subprocess.run(
         [sys.executable, os.path.join(root, "examples", "cartpole.py"), f"--ray_address={head.address}",
          "--ray_actors=1", "--workers=1", "--envs_per_worker=4", "--total_steps=3000", "--eval_episodes=0",
-         "--verbose=0", f"--export_dir={tmp_path / 'policy'}"],
+         "--verbose=0", f"--export_dir={tmp_path / 'policy'}", f"--checkpoint_dir={tmp_path / 'checkpoints'}"],
         capture_output=True, text=True, cwd=root, timeout=300, env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     assert out.returncode == 0, out.stderr
     assert "trained " in out.stdout and (tmp_path / "policy" / "saved_model.pb").exists()
+    assert keras_a3c.load(keras_a3c.latest_checkpoint(tmp_path / "checkpoints")).env_steps >= 3000
