@@ -161,12 +161,15 @@ class Learner:
         (`grad_norm`, if known), one optimizer step, the observation samples merged into the statistics of
         the `ObservationNormalization` layers (after the forward pass, so an update that is refused leaves
         them as they were too), the logs into the running means."""
-        if self.config.max_grad_norm is not None:
-            grads, _ = tf.clip_by_global_norm(grads, self.config.max_grad_norm, use_norm=grad_norm)
-        self.optimizer.apply(grads, self.network.trainable_variables)
-        for layer, sample in zip(self.normalizers, moments, strict=True):
-            layer.merge_statistics(*sample)
-        self.logs.update_state(logs)
+        # Every write waits for the logs, which wait for `gradients`' finite checks: without this the
+        # optimizer's step counter (which reads no gradient) could move on for an update that is refused.
+        with tf.control_dependencies(list(logs.values())):
+            if self.config.max_grad_norm is not None:
+                grads, _ = tf.clip_by_global_norm(grads, self.config.max_grad_norm, use_norm=grad_norm)
+            self.optimizer.apply(grads, self.network.trainable_variables)
+            for layer, sample in zip(self.normalizers, moments, strict=True):
+                layer.merge_statistics(*sample)
+            self.logs.update_state(logs)
 
     def _replay(self, observations, state: list[tf.Tensor], valid: tf.Tensor,
                 codec: ObservationCodec | None) -> tuple[tf.Tensor, tf.Tensor]:
