@@ -50,22 +50,20 @@ flags.DEFINE_string("run", None, "Internal: one run in this process (JSON spec).
 SOLVED_AT = 475.0
 
 
-class RemoveNode:
-    """A Keras callback (built lazily: keras is imported in the child only) removing `node` at `after` steps."""
+def remove_node(cluster, node, after: int):
+    """A Keras callback removing `node` from `cluster` once `after` env steps are taken (keras is imported in
+    the child only)."""
+    import keras
 
-    @staticmethod
-    def make(cluster, node, after: int):
-        import keras
+    class RemoveNode(keras.callbacks.Callback):
+        removed_at: int | None = None
 
-        class Remove(keras.callbacks.Callback):
-            removed_at: int | None = None
+        def on_train_batch_end(self, batch, logs=None):
+            if self.removed_at is None and logs["env_steps"] >= after:
+                cluster.remove_node(node)
+                self.removed_at = int(logs["env_steps"])
 
-            def on_train_batch_end(self, batch, logs=None):
-                if self.removed_at is None and logs["env_steps"] >= after:
-                    cluster.remove_node(node)
-                    self.removed_at = int(logs["env_steps"])
-
-        return Remove()
+    return RemoveNode()
 
 
 def run(spec: dict) -> dict:
@@ -87,7 +85,7 @@ def run(spec: dict) -> dict:
         node = cluster.add_node(num_cpus=2)
         ray.init(address=cluster.address, include_dashboard=False, logging_level="WARNING")
         cluster.wait_for_nodes()
-        callbacks.append(RemoveNode.make(cluster, node, spec["fault_at"]))
+        callbacks.append(remove_node(cluster, node, spec["fault_at"]))
     backend = None
     if spec["actors"]:
         backend = keras_a3c.RayBackend(address=spec.get("address"), actors=spec["actors"],

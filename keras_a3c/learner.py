@@ -22,7 +22,7 @@ from keras_a3c import losses
 from keras_a3c.config import A3CConfig
 from keras_a3c.distributions import DiagGaussian, for_action_space, masked_params
 from keras_a3c.metrics import RunningMeans
-from keras_a3c.normalization import merge_moments, observation_normalizers
+from keras_a3c.normalization import merge_samples, observation_normalizers
 from keras_a3c.observations import MASK_KEY, ObservationCodec
 from keras_a3c.recurrent import state_sizes
 from keras_a3c.segment import SegmentLayout
@@ -255,7 +255,7 @@ class Learner:
                                autograph=False).get_concrete_function()
 
         def apply(gradients: Gradients) -> np.ndarray:
-            moments = [tf.constant(np.asarray(x, np.float32)) for sample in gradients.moments for x in sample]
+            moments = [tf.constant(np.asarray(x, np.float32)) for x in _flat_moments(gradients.moments)]
             nothing = [tf.zeros_like(x) for x in moments]
             for i in range(gradients.segments):
                 flat = function(tf.constant(gradients.flat[i]), tf.constant(gradients.logs[i]),
@@ -294,8 +294,7 @@ class Gradients:
         """Append `other`'s segments to these."""
         self.flat = np.concatenate([self.flat, other.flat])
         self.logs = np.concatenate([self.logs, other.logs])
-        self.moments = [theirs if mine[2] == 0 else mine if theirs[2] == 0 else merge_moments(*mine, *theirs)
-                        for mine, theirs in zip(self.moments, other.moments, strict=True)]
+        self.moments = [merge_samples(mine, theirs) for mine, theirs in zip(self.moments, other.moments, strict=True)]
 
 
 def _flat(tensors: list[tf.Tensor]) -> tf.Tensor:

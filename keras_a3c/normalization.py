@@ -25,6 +25,15 @@ def merge_moments(mean, var, count, batch_mean, batch_var, batch_count):
     return new_mean, m2 / total, total
 
 
+def merge_samples(first: tuple, second: tuple) -> tuple:
+    """The (mean, var, count) of two samples given as (mean, var, count); a sample of count 0 is no data."""
+    if first[2] == 0:
+        return second
+    if second[2] == 0:
+        return first
+    return merge_moments(*first, *second)
+
+
 class RewardNormalizer:
     """Scales rewards by 1 / std of the discounted return, as `VecNormalize(norm_reward=True)` does.
 

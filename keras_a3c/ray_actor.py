@@ -23,7 +23,7 @@ import numpy as np
 
 from keras_a3c.envs import EnvSpec
 from keras_a3c.learner import Gradients
-from keras_a3c.normalization import RewardNormalizer, merge_moments
+from keras_a3c.normalization import RewardNormalizer, merge_samples
 from keras_a3c.training_state import TrainingState
 
 # How often a waiting `exchange` looks for a worker's failure.
@@ -119,7 +119,7 @@ class _ShippingRewardNormalizer(RewardNormalizer):
     def merge(self, mean: float, var: float, count: float) -> None:
         super().merge(mean, var, count)
         with self.lock:
-            self.fresh = (mean, var, count) if self.fresh[2] == 0 else merge_moments(*self.fresh, mean, var, count)
+            self.fresh = merge_samples(self.fresh, (mean, var, count))
 
     def take(self) -> tuple[float, float, float]:
         with self.lock:

@@ -147,7 +147,8 @@ class RayTrainer(Trainer):
         if not agent.optimizer.built:
             agent.optimizer.build(variables)
         self.apply = agent.learner.compile_apply()
-        self.weights = np.concatenate([w.reshape(-1) for w in weights_of(agent.network)])
+        weights = weights_of(agent.network)
+        self.weights = np.concatenate([w.reshape(-1) for w in weights])
         self.state.begin(backend.actors, self.total_steps, self.start_time)
         self.started_ray = backend.connect()
         ray = import_ray()
@@ -162,7 +163,6 @@ class RayTrainer(Trainer):
             scheduling_strategy="SPREAD", runtime_env=runtime_env,
         )
         network = keras.saving.serialize_keras_object(agent.network)
-        weights = weights_of(agent.network)
         for a in range(backend.actors):
             spec = ActorSpec(network=network, weights=weights, config=agent.config.to_dict(),
                              observation_space=self.observation_space, action_space=self.action_space, env=self.env,
@@ -239,17 +239,14 @@ class RayTrainer(Trainer):
 
     def _lost(self, index: int, error: BaseException) -> None:
         """Actor `index` died or is being restarted: count the outage once, ask it again in a moment. An actor
-        that could not be built, or has been down for `stall_seconds`, ends the fit."""
+        that could not be built, has been down for `stall_seconds`, or died more than `max_restarts` times
+        ends the fit."""
         if getattr(error, "actor_init_failed", False):
-            failure = RuntimeError(f"Ray actor {index} could not be built: {error}")
-            failure.__cause__ = error
-            self.state.fail(failure)
+            self._fail(RuntimeError(f"Ray actor {index} could not be built: {error}"), error)
             return
         now = time.perf_counter()
         if self.down[index] and now - self.down_since[index] > self.backend.stall_seconds:
-            failure = TimeoutError(f"Ray actor {index} has been down for {self.backend.stall_seconds:.0f} s")
-            failure.__cause__ = error
-            self.state.fail(failure)
+            self._fail(TimeoutError(f"Ray actor {index} has been down for {self.backend.stall_seconds:.0f} s"), error)
             return
         if not self.down[index]:
             self.down_since[index] = now
@@ -258,13 +255,17 @@ class RayTrainer(Trainer):
             self.deaths[index] += 1
             limit = self.backend.max_restarts
             if 0 <= limit < self.deaths[index]:
-                failure = RuntimeError(f"Ray actor {index} died {self.deaths[index]} times (max_restarts={limit})")
-                failure.__cause__ = error
-                self.state.fail(failure)
+                self._fail(RuntimeError(f"Ray actor {index} died {self.deaths[index]} times (max_restarts={limit})"),
+                           error)
                 return
             logger.warning("keras_a3c: Ray actor %d died (%s); Ray restarts it and training goes on without the "
                            "segments it had not sent", index, type(error).__name__)
         self.retry_at[index] = time.perf_counter() + RETRY_SECONDS
+
+    def _fail(self, failure: BaseException, cause: BaseException) -> None:
+        """End the fit with `failure`, caused by `cause`."""
+        failure.__cause__ = cause
+        self.state.fail(failure)
 
     def _running(self) -> bool:
         return bool(self.pending or self.retry_at)
