@@ -27,19 +27,20 @@ class RunningMeans(keras.metrics.Metric):
     def __init__(self, names: Sequence[str], name: str = "running_means", **kwargs):
         super().__init__(name=name, **kwargs)
         self.names = tuple(names)
-        self.totals = self.add_variable(shape=(len(self.names),), initializer="zeros", name="totals")
-        self.count = self.add_variable(shape=(), initializer="zeros", name="count")
+        # [totals of each name..., count]
+        self.sums = self.add_variable(shape=(len(self.names) + 1,), initializer="zeros", name="sums")
 
     def update_state(self, values: dict[str, tf.Tensor]) -> None:
         """values: {name: scalar} with every name of the metric."""
         missing = set(self.names) - set(values)
         if missing:
             raise ValueError(f"update_state needs a value for {sorted(missing)}")
-        self.totals.assign_add(tf.stack([tf.cast(values[name], self.dtype) for name in self.names]))
-        self.count.assign_add(tf.ones([], self.dtype))
+        one = tf.ones([], self.dtype)
+        self.sums.assign_add(tf.stack([tf.cast(values[name], self.dtype) for name in self.names] + [one]))
 
     def result(self) -> dict[str, tf.Tensor]:
-        means = tf.math.divide_no_nan(tf.convert_to_tensor(self.totals), tf.convert_to_tensor(self.count))
+        sums = tf.convert_to_tensor(self.sums)
+        means = tf.math.divide_no_nan(sums[:-1], sums[-1])
         return dict(zip(self.names, tf.unstack(means), strict=True))
 
     def get_config(self) -> dict:
