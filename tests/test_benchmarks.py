@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -93,6 +94,20 @@ def test_breadth_smoke_run_and_report(tmp_path):
         assert run["env_steps"] >= 2000 and run["seconds"] > 0 and np.isfinite(run["eval_mean"])
     for system in systems:
         assert f"| CartPole-v1 (475) | 2,000 | {system} | 0/1 |" in proc.stdout
+
+
+def test_pixels_smoke_run_and_report(tmp_path):
+    """MinAtar Breakout for two seconds a system (CI installs MinAtar and Stable-Baselines3)."""
+    pytest.importorskip("minatar")
+    out = tmp_path / "pixels.jsonl"
+    systems = ["keras_a3c"] + (["sb3_a2c"] if importlib.util.find_spec("stable_baselines3") else [])
+    proc = run_script("pixels", "--tasks=minatar", f"--systems={','.join(systems)}", "--minatar_seconds=2",
+                      f"--json={out}")
+    runs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["task"], r["system"]) for r in runs] == [("minatar", s) for s in systems]
+    for run in runs:
+        assert run["env_steps"] > 0 and run["learning_steps_per_second"] > 0 and not run["solved"]
+    assert "| MinAtar/Breakout-v1 | keras_a3c | 8 workers x 4 envs, minatar network |" in proc.stdout
 
 
 def test_pendulum_drift_smoke_run(tmp_path):
