@@ -32,8 +32,8 @@ from common import (  # noqa: E402
     evaluate_episodes,
     fmt,
     read_runs,
+    report_or_child,
     require_sb3,
-    run_if_child,
     run_specs,
     sb3_a2c_zoo,
     stats,
@@ -131,10 +131,7 @@ def report(path: str) -> str:
 
 def main(argv):
     del argv
-    if FLAGS.report:
-        print(report(FLAGS.json))
-        return
-    if run_if_child(FLAGS.run, one_run):
+    if report_or_child(FLAGS.report, FLAGS.json, report, FLAGS.run, one_run):
         return
     if "sb3_a2c" in FLAGS.systems:
         require_sb3("sb3_a2c")

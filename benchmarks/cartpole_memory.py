@@ -36,7 +36,7 @@ sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "
 import memory_env  # noqa: E402  (registers CartPoleNoVelocity-v1)
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import EVAL_SEED, fmt, read_runs, run_if_child, run_specs, solve_point, stats  # noqa: E402
+from common import EVAL_SEED, fmt, read_runs, report_or_child, run_specs, solve_point, stats  # noqa: E402
 
 SYSTEMS = ("keras_a3c_lstm", "keras_a3c_lstm_compiled_acting", "keras_a3c_feedforward", "sb3_recurrent_ppo")
 BAR = 475.0
@@ -169,10 +169,7 @@ def report(path: str) -> str:
 
 def main(argv):
     del argv
-    if FLAGS.report:
-        print(report(FLAGS.json))
-        return
-    if run_if_child(FLAGS.run, one_run):
+    if report_or_child(FLAGS.report, FLAGS.json, report, FLAGS.run, one_run):
         return
     specs = [{"system": system, "seed": seed, "steps": FLAGS.steps, "sb3_steps": FLAGS.sb3_steps,
               "eval_episodes": FLAGS.eval_episodes} for seed in range(FLAGS.seeds) for system in FLAGS.systems]

@@ -39,6 +39,7 @@ from common import (  # noqa: E402
     preset,
     run_if_child,
     run_result,
+    sb3_episode_log,
     stats,
     zoo_linear,
 )
@@ -112,29 +113,17 @@ SB3_CONFIGS = {
 def run_sb3(name: str, seed: int, max_seconds: float, max_steps: int) -> dict:
     import stable_baselines3
     import torch
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
     algorithm, n_envs, kwargs = SB3_CONFIGS[name]
-    times, steps, returns = [], [], []
-
-    class EpisodeLog(BaseCallback):
-        def _on_step(self) -> bool:
-            now = time.perf_counter() - start
-            for info in self.locals["infos"]:
-                if "episode" in info:
-                    times.append(now)
-                    steps.append(self.num_timesteps)
-                    returns.append(info["episode"]["r"])
-            solved = len(returns) >= WINDOW and np.mean(returns[-WINDOW:]) >= SOLVED_AT
-            return not solved and now < max_seconds
-
     start = time.perf_counter()
+    log = sb3_episode_log(start, max_seconds, SOLVED_AT)
     env = make_vec_env(ENV_ID, n_envs=n_envs, seed=seed)
     model = getattr(stable_baselines3, algorithm)("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
-    model.learn(total_timesteps=max_steps, callback=EpisodeLog())
+    model.learn(total_timesteps=max_steps, callback=log)
     seconds = time.perf_counter() - start
-    return run_result(times, steps, returns, model.num_timesteps, seconds, torch_threads=torch.get_num_threads())
+    return run_result(log.times, log.steps, log.returns, model.num_timesteps, seconds,
+                      torch_threads=torch.get_num_threads())
 
 
 def env_step_rates(seconds: float) -> dict[str, float]:

@@ -12,6 +12,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -124,6 +125,16 @@ def run_if_child(spec_json: str | None, run: Callable[[dict], dict]) -> bool:
     return True
 
 
+def report_or_child(report: bool, json_path: str, make_report: Callable[[str], str], spec_json: str | None,
+                    run: Callable[[dict], dict]) -> bool:
+    """The start of a benchmark's `main`: print `make_report(json_path)` when `report`, or be the child of
+    `in_subprocess` (`run_if_child`); returns whether either was done (then `main` has nothing left to do)."""
+    if report:
+        print(make_report(json_path))
+        return True
+    return run_if_child(spec_json, run)
+
+
 def read_runs(path: str) -> list[dict]:
     """The runs a benchmark appended to `path`, one JSON object a line."""
     with open(path) as f:
@@ -152,6 +163,35 @@ def require_sb3(what: str) -> None:
     if importlib.util.find_spec("stable_baselines3") is None:
         raise app.UsageError(f"{what} needs Stable-Baselines3, which is not installed; on a CPU machine "
                              "`pip install torch==2.13.0` first, then `pip install stable-baselines3`")
+
+
+def sb3_episode_log(start: float, max_seconds: float, target: float | None = None):
+    """A Stable-Baselines3 callback that logs each finished training episode (`times` in seconds since
+    `start`, `steps`, `returns`; `learn_start` is when `learn` began) and stops learning once the mean of the
+    last WINDOW returns reaches `target` (if given) or `max_seconds` have passed since `start`."""
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class EpisodeLog(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.times, self.steps, self.returns = [], [], []
+            self.learn_start = start
+
+        def _on_training_start(self) -> None:
+            self.learn_start = time.perf_counter()
+
+        def _on_step(self) -> bool:
+            now = time.perf_counter() - start
+            for info in self.locals["infos"]:
+                if "episode" in info:
+                    self.times.append(now)
+                    self.steps.append(self.num_timesteps)
+                    self.returns.append(info["episode"]["r"])
+            reached = (target is not None and len(self.returns) >= WINDOW
+                       and np.mean(self.returns[-WINDOW:]) >= target)
+            return not reached and now < max_seconds
+
+    return EpisodeLog()
 
 
 def stats(values: list) -> dict | None:

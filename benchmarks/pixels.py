@@ -31,7 +31,16 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from absl import app, flags  # noqa: E402
-from common import WINDOW, fmt, read_runs, require_sb3, run_if_child, run_result, run_specs  # noqa: E402
+from common import (  # noqa: E402
+    WINDOW,
+    fmt,
+    read_runs,
+    report_or_child,
+    require_sb3,
+    run_result,
+    run_specs,
+    sb3_episode_log,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TASKS = {"minatar": ("MinAtar/Breakout-v1", "minatar"), "pong": ("AtariA3C/Pong-v5", "atari")}  # env id, preset
@@ -92,32 +101,13 @@ def run_keras_a3c(spec: dict) -> dict:
 
 
 def run_sb3(spec: dict) -> dict:
-    import numpy as np
     import stable_baselines3
     import torch
-    from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
     from stable_baselines3.common.sb2_compat.rmsprop_tf_like import RMSpropTFLike
 
-    times, steps, returns = [], [], []
-    learn_start = []
-
-    class EpisodeLog(BaseCallback):
-        def _on_training_start(self) -> None:
-            learn_start.append(time.perf_counter())
-
-        def _on_step(self) -> bool:
-            now = time.perf_counter() - start
-            for info in self.locals["infos"]:
-                if "episode" in info:
-                    times.append(now)
-                    steps.append(self.num_timesteps)
-                    returns.append(info["episode"]["r"])
-            reached = (spec["target"] is not None and len(returns) >= WINDOW
-                       and np.mean(returns[-WINDOW:]) >= spec["target"])
-            return not reached and time.perf_counter() - learn_start[0] < spec["seconds"]
-
     start = time.perf_counter()
+    log = sb3_episode_log(start, spec["seconds"], spec["target"])
     policy_kwargs = {"optimizer_class": RMSpropTFLike, "optimizer_kwargs": {"eps": 1e-5}}
     if spec["task"] == "minatar":
         policy, policy_kwargs["net_arch"] = "MlpPolicy", [256, 256]
@@ -126,10 +116,11 @@ def run_sb3(spec: dict) -> dict:
     env = make_vec_env(TASKS[spec["task"]][0], n_envs=16, seed=spec["seed"])
     model = stable_baselines3.A2C(policy, env, ent_coef=0.01, vf_coef=0.25, policy_kwargs=policy_kwargs,
                                   seed=spec["seed"], device="cpu", verbose=0)
-    model.learn(total_timesteps=10**9, callback=EpisodeLog())
-    seconds = time.perf_counter() - start
-    learning_seconds = time.perf_counter() - learn_start[0]
-    return run_result(times, steps, returns, model.num_timesteps, seconds, target=spec["target"] or float("inf"),
+    model.learn(total_timesteps=10**9, callback=log)
+    end = time.perf_counter()
+    seconds, learning_seconds = end - start, end - log.learn_start
+    return run_result(log.times, log.steps, log.returns, model.num_timesteps, seconds,
+                      target=spec["target"] or float("inf"),
                       learning_seconds=learning_seconds,
                       learning_steps_per_second=model.num_timesteps / learning_seconds,
                       setting=f"16 envs, {policy}", torch_threads=torch.get_num_threads())
@@ -162,10 +153,7 @@ def report(path: str) -> str:
 
 def main(argv):
     del argv
-    if FLAGS.report:
-        print(report(FLAGS.json))
-        return
-    if run_if_child(FLAGS.run, one_run):
+    if report_or_child(FLAGS.report, FLAGS.json, report, FLAGS.run, one_run):
         return
     if "sb3_a2c" in FLAGS.systems:
         require_sb3("sb3_a2c")

@@ -30,7 +30,7 @@ from common import (  # noqa: E402
     fmt,
     in_subprocess,
     read_runs,
-    run_if_child,
+    report_or_child,
     stats,
 )
 
@@ -134,10 +134,7 @@ def report(path: str) -> str:
 
 def main(argv):
     del argv
-    if FLAGS.report:
-        print(report(FLAGS.json))
-        return
-    if run_if_child(FLAGS.run, one_run):
+    if report_or_child(FLAGS.report, FLAGS.json, report, FLAGS.run, one_run):
         return
     budget, bar = SUITE[FLAGS.env]
     steps = FLAGS.steps or budget
