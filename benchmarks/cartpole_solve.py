@@ -41,6 +41,7 @@ from common import (  # noqa: E402
     run_result,
     sb3_episode_log,
     stats,
+    stop_at_seconds,
     zoo_linear,
 )
 
@@ -74,11 +75,6 @@ def run_keras_a3c(seed: int, max_seconds: float, max_steps: int, workers: int | 
 
     import keras_a3c
 
-    class StopAtCap(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if logs["time"] >= max_seconds:
-                self.model.stop_training = True
-
     workers = workers or preset("cartpole").workers
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
@@ -91,7 +87,7 @@ def run_keras_a3c(seed: int, max_seconds: float, max_steps: int, workers: int | 
         envs_per_worker=preset("cartpole").envs_per_worker,
         seed=seed,
         verbose=0,
-        callbacks=[keras_a3c.StopOnMeanReturn(SOLVED_AT, min_episodes=WINDOW), StopAtCap()],
+        callbacks=[keras_a3c.StopOnMeanReturn(SOLVED_AT, min_episodes=WINDOW), stop_at_seconds(max_seconds)],
     )
     seconds = time.perf_counter() - start
     log = history.episodes

@@ -165,6 +165,19 @@ def require_sb3(what: str) -> None:
                              "`pip install torch==2.13.0` first, then `pip install stable-baselines3`")
 
 
+def stop_at_seconds(max_seconds: float):
+    """A Keras callback that stops `fit` once its logs' "time" (seconds since `fit` began) reaches
+    `max_seconds` (keras is imported here, in the run's child process only)."""
+    import keras
+
+    class StopAtCap(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if logs["time"] >= max_seconds:
+                self.model.stop_training = True
+
+    return StopAtCap()
+
+
 def sb3_episode_log(start: float, max_seconds: float, target: float | None = None):
     """A Stable-Baselines3 callback that logs each finished training episode (`times` in seconds since
     `start`, `steps`, `returns`; `learn_start` is when `learn` began) and stops learning once the mean of the

@@ -52,6 +52,7 @@ from common import (  # noqa: E402
     run_result,
     sb3_a2c_zoo,
     stats,
+    stop_at_seconds,
 )
 
 ENV_ID = "Pendulum-v1"
@@ -103,13 +104,6 @@ def run_keras_a3c(spec: dict) -> dict:
 
     import keras_a3c
 
-    max_seconds = spec["max_seconds"]
-
-    class StopAtCap(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if logs["time"] >= max_seconds:
-                self.model.stop_training = True
-
     seed, workers = spec["seed"], spec["workers"] or preset("pendulum").workers
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
@@ -123,7 +117,8 @@ def run_keras_a3c(spec: dict) -> dict:
         seed=seed,
         steps_per_epoch=preset("pendulum").steps_per_epoch,
         verbose=0,
-        callbacks=[keras_a3c.StopOnMeanReturn(spec["target_return"], min_episodes=WINDOW), StopAtCap()],
+        callbacks=[keras_a3c.StopOnMeanReturn(spec["target_return"], min_episodes=WINDOW),
+                   stop_at_seconds(spec["max_seconds"])],
     )
     seconds = time.perf_counter() - start
     log = history.episodes

@@ -40,6 +40,7 @@ from common import (  # noqa: E402
     run_result,
     run_specs,
     sb3_episode_log,
+    stop_at_seconds,
 )
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -76,16 +77,11 @@ def run_keras_a3c(spec: dict) -> dict:
 
     import keras_a3c
 
-    class StopAtCap(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if logs["time"] >= spec["seconds"]:
-                self.model.stop_training = True
-
     start = time.perf_counter()
     keras.utils.set_random_seed(spec["seed"])
     preset = keras_a3c.presets.get(TASKS[spec["task"]][1])
     agent = preset.make_agent()
-    callbacks = [StopAtCap()]
+    callbacks = [stop_at_seconds(spec["seconds"])]
     if spec["target"] is not None:
         callbacks.append(keras_a3c.StopOnMeanReturn(spec["target"], min_episodes=WINDOW))
     fit_start = time.perf_counter()
@@ -146,7 +142,7 @@ def report(path: str) -> str:
         lines.append(
             f"| {TASKS[run['task']][0]} | {run['system']} | {run['setting']} | {run['env_steps']:,} | "
             f"{run['learning_seconds']:.0f} | {run['learning_steps_per_second']:,.0f} | {reached} | "
-            f"{fmt(run['best_mean_return'], '.1f') if run['best_mean_return'] is not None else '-'} |"
+            f"{fmt(run['best_mean_return'], '.1f')} |"
         )
     return "\n".join(lines)
 
