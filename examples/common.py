@@ -41,6 +41,9 @@ def define_flags(preset: Preset, flag_values: flags.FlagValues = FLAGS) -> None:
                          lower_bound=1, **fv)
     flags.DEFINE_float("gamma", d["gamma"], "Discount factor.", lower_bound=0.0, upper_bound=1.0, **fv)
     flags.DEFINE_float("entropy_coef", d["entropy_coef"], "beta: weight of the entropy bonus.", lower_bound=0.0, **fv)
+    flags.DEFINE_integer("entropy_decay_updates", d["entropy_decay_updates"], "If > 0, decay beta linearly to a "
+                         "tenth of --entropy_coef over this many updates, then hold it: explore early, act closer to "
+                         "greedy late. 0 keeps it constant.", lower_bound=0, **fv)
     flags.DEFINE_float("value_coef", d["value_coef"], "Weight of the value loss.", lower_bound=0.0, **fv)
     flags.DEFINE_float("max_grad_norm", d["max_grad_norm"], "Clip gradients to this global norm (cuts the spikes "
                        "when the critic is thrown off); 0 disables clipping.", lower_bound=0.0, **fv)
@@ -148,7 +151,8 @@ def settings() -> Preset:
     return Preset(
         env=FLAGS.env,
         config=keras_a3c.A3CConfig(
-            n_steps=FLAGS.n_steps, gamma=FLAGS.gamma, entropy_coef=FLAGS.entropy_coef, value_coef=FLAGS.value_coef,
+            n_steps=FLAGS.n_steps, gamma=FLAGS.gamma, entropy_coef=FLAGS.entropy_coef,
+            entropy_decay_updates=FLAGS.entropy_decay_updates, value_coef=FLAGS.value_coef,
             max_grad_norm=FLAGS.max_grad_norm or None, reward_scale=FLAGS.reward_scale, hogwild=FLAGS.hogwild,
             gae_lambda=FLAGS.gae_lambda, normalize_advantages=FLAGS.normalize_advantages,
             normalize_rewards=FLAGS.normalize_rewards, reward_clip=FLAGS.reward_clip or None,

@@ -25,6 +25,9 @@ class A3CConfig:
       n_steps: t_max, env steps per worker segment (one update per segment), >= 1.
       gamma: discount of the n-step return, in [0, 1].
       entropy_coef: beta, weight of the entropy bonus, >= 0.
+      entropy_decay_updates: if > 0, beta decays linearly from `entropy_coef` to a tenth of it over
+        this many updates, then holds (keyed on the shared optimizer's iterations, so it carries on
+        across save / load): explore early, act closer to greedy late. 0 keeps beta constant.
       value_coef: weight of the value loss, >= 0.
       max_grad_norm: clip the gradients to this global norm (> 0); None does not clip.
       reward_scale: the learner trains on reward_scale * r_t (V learns the scaled return; logged
@@ -51,6 +54,7 @@ class A3CConfig:
     n_steps: int = 16
     gamma: float = 0.99
     entropy_coef: float = 0.001
+    entropy_decay_updates: int = 0
     value_coef: float = 0.5
     max_grad_norm: float | None = 0.5
     reward_scale: float = 1.0
@@ -65,6 +69,9 @@ class A3CConfig:
     def __post_init__(self) -> None:
         if not (isinstance(self.n_steps, int) and not isinstance(self.n_steps, bool) and self.n_steps >= 1):
             raise ValueError(f"n_steps must be an integer >= 1, got {self.n_steps!r}")
+        if not (isinstance(self.entropy_decay_updates, int) and not isinstance(self.entropy_decay_updates, bool)
+                and self.entropy_decay_updates >= 0):
+            raise ValueError(f"entropy_decay_updates must be an integer >= 0, got {self.entropy_decay_updates!r}")
         if not (_finite_number(self.gamma) and 0.0 <= self.gamma <= 1.0):
             raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
         for name in ("entropy_coef", "value_coef", "action_bound_coef"):

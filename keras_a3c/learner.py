@@ -54,6 +54,10 @@ class Learner:
         # and the counters between two updates (a save). Lock order: this lock, then TrainingState.lock.
         self.lock: threading.Lock | None = None if config.hogwild else threading.Lock()
         self.normalizers = observation_normalizers(network)
+        # What the entropy schedule counts: the shared optimizer's updates; a replica without an optimizer
+        # (a Ray actor's) is told the learner's count with each set of weights (`set_updates`).
+        self.updates = optimizer.iterations if optimizer is not None else tf.Variable(0, dtype=tf.int64,
+                                                                                        trainable=False)
         self._function: tf.types.experimental.PolymorphicFunction | None = None
 
     def update(self, segment: dict[str, tf.Tensor], action_space: gym.Space,
@@ -131,7 +135,7 @@ class Learner:
                 returns=returns,
                 mask=mask,
                 value_coef=config.value_coef,
-                entropy_coef=config.entropy_coef,
+                entropy_coef=self.entropy_coef(),
                 policy_advantages=policy_advantages,
             )
             if distribution is DiagGaussian and config.action_bound_coef > 0:
@@ -154,6 +158,19 @@ class Learner:
             moments = [layer.moments((inputs if layer.observation_key is None else inputs[layer.observation_key])[:n],
                                      mask) for layer in self.normalizers]
         return grads, logs, moments
+
+    def entropy_coef(self) -> tf.Tensor:
+        """beta for the next update: `config.entropy_coef`, or with `config.entropy_decay_updates` its linear
+        decay to a tenth over that many updates (float32 scalar)."""
+        beta, span = self.config.entropy_coef, self.config.entropy_decay_updates
+        if not span:
+            return tf.constant(beta, tf.float32)
+        progress = tf.minimum(tf.cast(self.updates, tf.float32) / span, 1.0)
+        return beta * (1.0 - 0.9 * progress)
+
+    def set_updates(self, updates: int) -> None:
+        """A replica's count of the learner's updates (what `entropy_coef` decays with)."""
+        self.updates.assign(updates)
 
     def apply(self, grads: list[tf.Tensor], logs: dict[str, tf.Tensor],
               moments: list[tuple[tf.Tensor, tf.Tensor, tf.Tensor]], grad_norm: tf.Tensor | None = None) -> None:

@@ -262,7 +262,7 @@ def actor_critic_loss(
     returns: TensorLike,
     mask: TensorLike | None = None,
     value_coef: float = 0.5,
-    entropy_coef: float = 0.01,
+    entropy_coef: float | TensorLike = 0.01,
     policy_advantages: TensorLike | None = None,
 ) -> dict[str, TensorLike]:
     """The A3C objective for any policy: policy loss + value_coef * value loss - entropy_coef * entropy.
@@ -276,6 +276,8 @@ def actor_critic_loss(
       values: [N], V(s_t).
       returns: [N], R_t.
       mask: optional [N] {0, 1}.
+      value_coef: the value loss's weight.
+      entropy_coef: beta, a number or a scalar tensor (a decaying beta).
       policy_advantages: optional [N], what weights the policy gradient instead of R_t - V(s_t)
         (e.g. `normalized(R_t - V(s_t))`); a constant.
 

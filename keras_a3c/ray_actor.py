@@ -162,6 +162,7 @@ class ActorLearner:
         layout = SegmentLayout(codec.row_layout, sampler.shape, sampler.dtype, state_sizes(network))
         batch = spec.envs_per_worker
         learner = Learner(network, None, config, RunningMeans(UPDATE_LOGS))
+        self._learner = learner
         self._gradients = learner.compile_gradients(layout, batch, spec.action_space, codec)
         forward = numpy_forward(network)
         tf_params = None if forward is not None else compiled_params(network, codec, batch)
@@ -177,7 +178,7 @@ class ActorLearner:
         self.ready = threading.Condition(self.lock)
         self.message: Gradients | None = None
         self.message_version = 0
-        self.inbox: tuple[np.ndarray, int, tuple[float, float, float] | None] | None = None
+        self.inbox: tuple[np.ndarray, int, int, tuple[float, float, float] | None] | None = None
         self.started = False
         seed = spec.seed
         if _restarted():  # a replacement of an actor that died: new random streams, not the dead one's again
@@ -191,14 +192,15 @@ class ActorLearner:
             for i in spec.worker_ids
         ]
 
-    def exchange(self, weights: np.ndarray, version: int,
+    def exchange(self, weights: np.ndarray, version: int, optimizer_updates: int,
                  reward_moments: tuple[float, float, float] | None) -> Message:
-        """Take the learner's weights (one flat float32 vector, after `version` updates) and reward statistics
-        for the workers to adopt at their next segment boundary (at once, the first time, and start them);
+        """Take the learner's weights (one flat float32 vector, after `version` updates of this fit), its
+        optimizer's update count (what a decaying entropy bonus counts) and reward statistics for the workers
+        to adopt at their next segment boundary (at once, the first time, and start them);
         return the next message once it holds `segments_per_message` segments. A worker's failure raises
         here, which ends the fit."""
         with self.lock:
-            self.inbox = (weights, version, reward_moments)
+            self.inbox = (weights, version, optimizer_updates, reward_moments)
             if not self.started:
                 self._adopt()
                 for worker in self.workers:
@@ -235,8 +237,9 @@ class ActorLearner:
 
     def _adopt(self) -> None:
         """theta' = the weights in the inbox (under `lock`)."""
-        flat, self.version, reward_moments = self.inbox
+        flat, self.version, optimizer_updates, reward_moments = self.inbox
         self.inbox = None
+        self._learner.set_updates(optimizer_updates)
         self.weights = self._split(flat)
         for variable, value in zip(self.network.weights, self.weights, strict=True):
             variable.assign(value)

@@ -185,7 +185,8 @@ class RayTrainer(Trainer):
         """Ask actor `index` for its next message, sending it the current weights."""
         normalizer = self.agent.reward_normalizer
         moments = normalizer.moments() if normalizer is not None else None
-        call = self.actors[index].exchange.remote(self.weights, self.state.updates, moments)
+        updates = int(self.agent.optimizer.iterations.numpy())
+        call = self.actors[index].exchange.remote(self.weights, self.state.updates, updates, moments)
         self.pending[call] = index
 
     def _wait(self, seconds: float) -> None:

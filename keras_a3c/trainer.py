@@ -234,6 +234,8 @@ class Trainer:
         logs = {name: float(value) for name, value in self.agent.update_logs.result().items()}
         logs.update(self.state.snapshot())
         logs["updates"] = int(self.agent.optimizer.iterations)
+        if self.agent.config.entropy_decay_updates:  # beta as the next update will weight the entropy bonus
+            logs["entropy_coef"] = float(self.agent.learner.entropy_coef())
         return logs
 
     def _launch(self) -> None:

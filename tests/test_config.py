@@ -29,6 +29,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         ("max_grad_norm", -1.0, "max_grad_norm"),
         ("reward_scale", float("inf"), "reward_scale"),
         ("hogwild", "yes", "hogwild"),
+        ("entropy_decay_updates", -1, "entropy_decay_updates must be an integer >= 0, got -1"),
+        ("entropy_decay_updates", 2.5, "entropy_decay_updates"),
     ],
 )
 def test_a_bad_setting_is_named_when_the_config_is_made(field, value, message):

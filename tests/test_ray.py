@@ -190,6 +190,9 @@ class CountActorProcesses(keras.callbacks.Callback):
 
 def test_learns_on_a_cluster_with_the_thread_backends_logs_and_counters(cluster):
     agent = make_agent()
+    # An entropy bonus of 1 holds a 4-action policy near uniform (entropy ~1.34 of ln 4 = 1.39); it learns only
+    # if the actors' replicas follow the learner's update count down to beta = 0.1 after the first update.
+    agent.compile(keras.optimizers.Adam(3e-3), entropy_coef=1.0, entropy_decay_updates=1)
     processes = CountActorProcesses()
     history = agent.fit("RayTestIdentity-v0", total_steps=40_000, workers=2, envs_per_worker=8,
                         steps_per_epoch=10_000, verbose=0, seed=1, callbacks=[processes],
@@ -202,6 +205,7 @@ def test_learns_on_a_cluster_with_the_thread_backends_logs_and_counters(cluster)
     assert logs["env_steps"][-1] == agent.env_steps >= 40_000
     assert len(history.epoch) == -(-agent.env_steps // 10_000)
     assert logs["actor_failures"][-1] == 0
+    assert logs["entropy"][-1] < 1.2 and logs["entropy_coef"][-1] == pytest.approx(0.1)
     state = agent.training_state
     assert all(steps > 0 for steps in state.worker_steps) and sum(state.worker_steps) == state.env_steps
     # One optimizer step per segment, each counted once.

@@ -1,0 +1,80 @@
+"""The learner's decaying entropy bonus: the schedule, eagerly and under tf.function, and the update it weights."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from envs import IdentityEnv
+
+import keras_a3c
+from keras_a3c.config import A3CConfig
+from keras_a3c.learner import UPDATE_LOGS, Learner
+from keras_a3c.metrics import RunningMeans
+
+SPEC = IdentityEnv()
+
+
+def make_learner(config: A3CConfig, optimizer: keras.optimizers.Optimizer | None = None, seed: int = 0) -> Learner:
+    keras.utils.set_random_seed(seed)
+    network = keras_a3c.actor_critic_mlp(SPEC.observation_space, SPEC.action_space, (8,))
+    return Learner(network, optimizer, config, RunningMeans(UPDATE_LOGS))
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_the_entropy_coef_decays_linearly_to_a_tenth_over_the_optimizers_updates_then_holds(compiled):
+    optimizer = keras.optimizers.RMSprop(1e-3)
+    learner = make_learner(A3CConfig(entropy_coef=0.02, entropy_decay_updates=100), optimizer)
+    beta = tf.function(learner.entropy_coef) if compiled else learner.entropy_coef
+    for updates, expected in [(0, 0.02), (50, 0.011), (100, 0.002), (10_000, 0.002)]:
+        optimizer.iterations.assign(updates)
+        assert float(beta()) == pytest.approx(expected, rel=1e-6)
+    # A replica without an optimizer (a Ray actor's) decays with the count the learner sends it.
+    replica = make_learner(A3CConfig(entropy_coef=0.02, entropy_decay_updates=100))
+    assert float(replica.entropy_coef()) == pytest.approx(0.02)
+    replica.set_updates(75)
+    assert float(replica.entropy_coef()) == pytest.approx(0.0065)
+    # Without a decay beta is the config's, whatever the count.
+    constant = make_learner(A3CConfig(entropy_coef=0.02), optimizer)
+    assert float(constant.entropy_coef()) == pytest.approx(0.02)
+
+
+def test_the_update_is_weighted_by_the_decayed_entropy_coef():
+    """After the decay, the gradient is the one of a constant beta of a tenth; before it, not."""
+    rng = np.random.default_rng(0)
+    horizon, batch = 5, 3
+    segment = {
+        "observations": tf.constant(np.eye(4, dtype=np.float32)[rng.integers(4, size=(horizon + 1, batch))]),
+        "actions": tf.constant(rng.integers(4, size=(horizon, batch)), tf.int32),
+        "rewards": tf.constant(rng.random((horizon, batch)), tf.float32),
+        "terminated": tf.zeros((horizon, batch)),
+        "truncated": tf.zeros((horizon, batch)),
+        "valid": tf.ones((horizon, batch)),
+    }
+    optimizer = keras.optimizers.RMSprop(1e-3)
+    decaying = make_learner(A3CConfig(n_steps=horizon, entropy_coef=0.5, entropy_decay_updates=10), optimizer)
+    tenth = make_learner(A3CConfig(n_steps=horizon, entropy_coef=0.05))
+    full = make_learner(A3CConfig(n_steps=horizon, entropy_coef=0.5))
+
+    def gradients(learner):
+        grads, _, _ = learner.gradients(segment, SPEC.action_space)
+        return np.concatenate([g.numpy().reshape(-1) for g in grads])
+
+    assert np.allclose(gradients(decaying), gradients(full), atol=1e-7)
+    optimizer.iterations.assign(10)
+    assert np.allclose(gradients(decaying), gradients(tenth), atol=1e-7)
+    assert not np.allclose(gradients(tenth), gradients(full), atol=1e-4)
+
+
+def test_fit_logs_the_decaying_entropy_coef_and_a_save_keeps_its_count(tmp_path):
+    agent = keras_a3c.A3C(keras_a3c.actor_critic_mlp(SPEC.observation_space, SPEC.action_space, (8,)))
+    agent.compile(keras.optimizers.RMSprop(1e-3), entropy_coef=0.01, entropy_decay_updates=200, n_steps=5)
+    history = agent.fit(IdentityEnv, total_steps=4_000, workers=2, envs_per_worker=2, steps_per_epoch=1_000,
+                        verbose=0, seed=0)
+    betas = history.history["entropy_coef"]
+    assert betas == sorted(betas, reverse=True) and betas[0] < 0.01
+    updates = int(agent.optimizer.iterations)
+    assert betas[-1] == pytest.approx(0.01 * (1 - 0.9 * min(updates / 200, 1)), rel=1e-5)
+    loaded = keras_a3c.load(agent.save(tmp_path / "agent"))
+    assert loaded.config.entropy_decay_updates == 200
+    assert int(loaded.optimizer.iterations) == updates
+    assert float(loaded.learner.entropy_coef()) == pytest.approx(float(agent.learner.entropy_coef()))
