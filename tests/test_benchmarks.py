@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+import keras_a3c
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -107,7 +109,9 @@ def test_pixels_smoke_run_and_report(tmp_path):
     assert [(r["task"], r["system"]) for r in runs] == [("minatar", s) for s in systems]
     for run in runs:
         assert run["env_steps"] > 0 and run["learning_steps_per_second"] > 0 and not run["solved"]
-    assert "| MinAtar/Breakout-v1 | keras_a3c | 8 workers x 4 envs, minatar network |" in proc.stdout
+    minatar = keras_a3c.presets.MINATAR
+    setting = f"{minatar.workers} workers x {minatar.envs_per_worker} envs, minatar network"
+    assert f"| MinAtar/Breakout-v1 | keras_a3c | {setting} |" in proc.stdout
 
 
 def test_pendulum_drift_smoke_run(tmp_path):
