@@ -58,6 +58,10 @@ class Learner:
         # (a Ray actor's) is told the learner's count with each set of weights (`set_updates`).
         self.updates = optimizer.iterations if optimizer is not None else tf.Variable(0, dtype=tf.int64,
                                                                                         trainable=False)
+        # The same linear decay to a tenth as the presets' learning rate (`Preset.make_optimizer`).
+        self._entropy_schedule = keras.optimizers.schedules.PolynomialDecay(
+            config.entropy_coef, config.entropy_decay_updates, config.entropy_coef / 10
+        ) if config.entropy_decay_updates else None
         self._function: tf.types.experimental.PolymorphicFunction | None = None
 
     def update(self, segment: dict[str, tf.Tensor], action_space: gym.Space,
@@ -162,11 +166,9 @@ class Learner:
     def entropy_coef(self) -> tf.Tensor:
         """beta for the next update: `config.entropy_coef`, or with `config.entropy_decay_updates` its linear
         decay to a tenth over that many updates (float32 scalar)."""
-        beta, span = self.config.entropy_coef, self.config.entropy_decay_updates
-        if not span:
-            return tf.constant(beta, tf.float32)
-        progress = tf.minimum(tf.cast(self.updates, tf.float32) / span, 1.0)
-        return beta * (1.0 - 0.9 * progress)
+        if self._entropy_schedule is None:
+            return tf.constant(self.config.entropy_coef, tf.float32)
+        return tf.cast(self._entropy_schedule(self.updates), tf.float32)
 
     def set_updates(self, updates: int) -> None:
         """A replica's count of the learner's updates (what `entropy_coef` decays with)."""
