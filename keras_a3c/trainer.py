@@ -111,6 +111,7 @@ class Trainer:
         self.state = agent.training_state
         self.threads: list[Worker] = []
         self.epoch = 0
+        self.last_epoch = 0  # the index of the epoch that ends with the budget
         self.epoch_open = False
         self.ctrl_c = ctrl_c
 
@@ -176,6 +177,8 @@ class Trainer:
     def _callback_list(self) -> keras.callbacks.CallbackList:
         first_step = self.state.env_steps
         self.epoch = first_step // self.steps_per_epoch
+        epochs = math.ceil((first_step + self.total_steps) / self.steps_per_epoch)
+        self.last_epoch = epochs - 1
         progress = [ProgressLogger(self.total_steps, self.verbose, first_step)] if self.verbose else []
         self.agent.stop_training = False
         self.agent.reset_metrics()
@@ -184,7 +187,7 @@ class Trainer:
             add_history=True,
             model=self.agent,
             verbose=self.verbose,
-            epochs=math.ceil((first_step + self.total_steps) / self.steps_per_epoch),
+            epochs=epochs,
             steps=None,
             total_steps=self.total_steps,
         )
@@ -214,15 +217,18 @@ class Trainer:
 
     def _end_epochs(self, callback_list: keras.callbacks.CallbackList, logs: dict[str, float], final: bool) -> bool:
         """End every epoch whose last step has been taken and, when `final`, the open partial one.
-        Epochs that ended between two looks share that interval's metrics. Returns whether any ended."""
+        Epochs that ended between two looks share that interval's metrics. The last epoch ends only when
+        `final`, with the joined workers' exact counts, and holds the steps taken past the budget by the
+        segments in flight. Returns whether any ended."""
         steps, ended = logs["env_steps"], False
-        while self.epoch_open:
+        while self.epoch_open and (final or self.epoch < self.last_epoch):
             full = steps >= (self.epoch + 1) * self.steps_per_epoch
             if not (full or (final and steps > self.epoch * self.steps_per_epoch)):
                 break
             callback_list.on_epoch_end(self.epoch, dict(logs))
             self.epoch_open, ended = False, True
-            if self.agent.stop_training or (final and steps <= (self.epoch + 1) * self.steps_per_epoch):
+            if (self.agent.stop_training or self.epoch == self.last_epoch
+                    or (final and steps <= (self.epoch + 1) * self.steps_per_epoch)):
                 break
             self.epoch += 1
             callback_list.on_epoch_begin(self.epoch)

@@ -64,7 +64,8 @@ def test_one_history_row_per_epoch_of_env_steps():
     agent = make_agent()
     history = agent.fit("CartPole-v1", total_steps=3000, workers=2, envs_per_worker=4, steps_per_epoch=500, verbose=0)
     steps = agent.env_steps
-    assert history.epoch == list(range(-(-steps // 500)))  # however fast the workers ran past the boundaries
+    # The segments in flight when the budget was reached run past it; their steps belong to the last epoch.
+    assert history.epoch == list(range(6))
     assert history.history["env_steps"][-1] == steps
 
 

@@ -203,7 +203,7 @@ def test_learns_on_a_cluster_with_the_thread_backends_logs_and_counters(cluster)
             "learner_busy"} <= set(logs)
     assert 0 < logs["learner_busy"][-1] < 1
     assert logs["env_steps"][-1] == agent.env_steps >= 40_000
-    assert len(history.epoch) == -(-agent.env_steps // 10_000)
+    assert history.epoch == [0, 1, 2, 3]  # the steps past the budget belong to the last epoch
     assert logs["actor_failures"][-1] == 0
     assert logs["entropy"][-1] < 1.2 and logs["entropy_coef"][-1] == pytest.approx(0.1)
     state = agent.training_state
