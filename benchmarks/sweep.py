@@ -36,7 +36,8 @@ from common import (  # noqa: E402
 
 # Candidates (all but "defaults" pinned to the settings they ran with): the optimizer (name, learning
 # rate, epsilon, updates over which the learning rate decays linearly to 0, as in the A3C paper; 0 keeps
-# it constant), the A3CConfig fields, the network options and the fit shape.
+# it constant) and optionally more of its settings ("optimizer_config"), the A3CConfig fields, the network
+# options and the fit shape.
 _NORMALISED = {
     "optimizer": ("adam", 7e-4, 1e-5, 0),
     "config": {"normalize_rewards": True, "gae_lambda": 0.95, "max_grad_norm": 0.5, "gamma": 0.99,
@@ -63,6 +64,12 @@ CANDIDATES: dict[str, dict] = {
                         "network": {}, "workers": 8, "envs": 8},
     # The defaults with the learning rate annealed to 0 over LunarLander's 3M env steps (40 per update).
     "annealed_ll": {**_NORMALISED, "optimizer": ("rmsprop", 7e-4, 1e-5, 75_000)},
+    # The defaults with RMSprop's rho 0.99 (the A3C paper's decay, PyTorch's and SB3's alpha) for Keras's 0.9.
+    "defaults_rho0.99": {"optimizer": ("rmsprop", 7e-4, 1e-5, 0), "optimizer_config": {"rho": 0.99},
+                         "config": {}, "network": {}, "workers": 8, "envs": 8},
+    # The defaults with twice their learning rate.
+    "defaults_lr1.4e-3": {"optimizer": ("rmsprop", 1.4e-3, 1e-5, 0), "config": {}, "network": {}, "workers": 8,
+                          "envs": 8},
 }
 
 FLAGS = flags.FLAGS
@@ -97,7 +104,8 @@ def one_run(spec: dict) -> dict:
         name, learning_rate, epsilon, decay_updates = candidate["optimizer"]
         if decay_updates:
             learning_rate = keras.optimizers.schedules.PolynomialDecay(learning_rate, decay_updates, 0.0)
-        optimizer = keras.optimizers.get({"class_name": name, "config": {"learning_rate": learning_rate}})
+        optimizer = keras.optimizers.get({"class_name": name, "config": {"learning_rate": learning_rate,
+                                                                          **candidate.get("optimizer_config", {})}})
         if epsilon is not None:
             optimizer.epsilon = epsilon
     agent.compile(optimizer, **{**candidate["config"], **spec["overrides"]})

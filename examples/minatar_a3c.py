@@ -7,7 +7,8 @@
 
 An observation is a [10, 10, C] bool image (one channel per kind of object). The network is the MinAtar
 paper's (`keras_a3c.actor_critic_cnn(..., "minatar")`: Conv 16 3x3 stride 1, Dense 128, ReLU) and takes
-the bool image itself, so the exported policy does too. Each of the 8 workers steps 4 envs as one batch.
+the bool image itself, so the exported policy does too. Each of the 8 workers steps 2 envs as one batch;
+the learning rate and the entropy bonus decay linearly to a tenth over the 10M env steps.
 (The file is not called minatar.py: run as a script, it would shadow the minatar package.)
 The flags' defaults are `keras_a3c.presets.MINATAR` (`flags/minatar.flags`); checkpoints, `--resume`,
 `--plot` and Ctrl-C work as in `cartpole.py`.
