@@ -94,8 +94,9 @@ def test_breadth_smoke_run_and_report(tmp_path):
     assert [(r["env"], r["system"]) for r in runs] == [("CartPole-v1", s) for s in systems]
     for run in runs:
         assert run["env_steps"] >= 2000 and run["seconds"] > 0 and np.isfinite(run["eval_mean"])
-    for system in systems:
-        assert f"| CartPole-v1 (475) | 2,000 | {system} | 0/1 |" in proc.stdout
+    for run in runs:  # a greedy policy can balance after 2,000 steps now and then: the row says whether it did
+        passed = int(run["eval_mean"] >= 475)
+        assert f"| CartPole-v1 (475) | 2,000 | {run['system']} | {passed}/1 |" in proc.stdout
 
 
 def test_pixels_smoke_run_and_report(tmp_path):
