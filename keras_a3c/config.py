@@ -113,6 +113,12 @@ class A3CConfig:
         return [field.name for field in dataclasses.fields(cls)]
 
 
+def decay_to_a_tenth(initial: float, updates: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """`initial` decaying linearly to a tenth of it over `updates` steps, then holding: the schedule of a
+    preset's decaying learning rate and of `A3CConfig.entropy_decay_updates`."""
+    return keras.optimizers.schedules.PolynomialDecay(initial, updates, initial / 10)
+
+
 def default_optimizer() -> keras.optimizers.Optimizer:
     """The optimizer of `A3C.compile()` without one: RMSprop (the A3C paper's shared RMSProp) with
     learning rate 7e-4 and epsilon 1e-5 (as A2C in OpenAI Baselines and Stable-Baselines3) and Keras's

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_a3c import losses
-from keras_a3c.config import A3CConfig
+from keras_a3c.config import A3CConfig, decay_to_a_tenth
 from keras_a3c.distributions import DiagGaussian, for_action_space, masked_params
 from keras_a3c.metrics import RunningMeans
 from keras_a3c.normalization import merge_samples, observation_normalizers
@@ -58,10 +58,8 @@ class Learner:
         # (a Ray actor's) is told the learner's count with each set of weights (`set_updates`).
         self.updates = optimizer.iterations if optimizer is not None else tf.Variable(0, dtype=tf.int64,
                                                                                         trainable=False)
-        # The same linear decay to a tenth as the presets' learning rate (`Preset.make_optimizer`).
-        self._entropy_schedule = keras.optimizers.schedules.PolynomialDecay(
-            config.entropy_coef, config.entropy_decay_updates, config.entropy_coef / 10
-        ) if config.entropy_decay_updates else None
+        self._entropy_schedule = (decay_to_a_tenth(config.entropy_coef, config.entropy_decay_updates)
+                                  if config.entropy_decay_updates else None)
         self._function: tf.types.experimental.PolymorphicFunction | None = None
 
     def update(self, segment: dict[str, tf.Tensor], action_space: gym.Space,

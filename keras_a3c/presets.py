@@ -16,7 +16,7 @@ import gymnasium as gym
 import keras
 
 from keras_a3c.agent import A3C
-from keras_a3c.config import A3CConfig
+from keras_a3c.config import A3CConfig, decay_to_a_tenth
 from keras_a3c.envs import env_spaces
 from keras_a3c.networks import CNN_ARCHITECTURES, STD_PARAMETERISATIONS, actor_critic_cnn, actor_critic_mlp
 
@@ -93,9 +93,7 @@ class Preset:
         """The preset's optimizer with its learning rate (and its linear decay, if any) and epsilon."""
         learning_rate: float | keras.optimizers.schedules.LearningRateSchedule = self.learning_rate
         if self.learning_rate_decay_updates:
-            learning_rate = keras.optimizers.schedules.PolynomialDecay(
-                self.learning_rate, self.learning_rate_decay_updates, self.learning_rate / 10
-            )
+            learning_rate = decay_to_a_tenth(self.learning_rate, self.learning_rate_decay_updates)
         if self.optimizer == "rmsprop":
             return keras.optimizers.RMSprop(learning_rate, epsilon=self.epsilon)
         return keras.optimizers.Adam(learning_rate, epsilon=self.epsilon)
