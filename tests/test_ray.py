@@ -163,22 +163,47 @@ def cluster():
 
 
 class RemoveNode(keras.callbacks.Callback):
-    """Removes the cluster's worker node once `after` env steps are taken; stops the fit once every actor
+    """Removes the cluster's worker node once `after` env steps are taken, and frees the head node's CPU
+    that `placeholder` held (so the actor that died can be restarted there); stops the fit once every actor
     has taken `then` more env steps since (so the one that died has been restarted and worked on)."""
 
-    def __init__(self, cluster, node, after: int, then: int):
+    def __init__(self, cluster, node, placeholder, after: int, then: int):
         super().__init__()
-        self.cluster, self.node, self.after, self.then = cluster, node, after, then
+        self.cluster, self.node, self.placeholder, self.after, self.then = cluster, node, placeholder, after, then
         self.steps_at_removal: list[int] | None = None
 
     def on_train_batch_end(self, batch, logs=None):
         steps = list(self.model.training_state.worker_steps)
         if self.steps_at_removal is None and logs["env_steps"] >= self.after:
             self.cluster.remove_node(self.node)
+            ray.kill(self.placeholder)
             self.steps_at_removal = steps
         elif self.steps_at_removal is not None and all(
                 now - then >= self.then for now, then in zip(steps, self.steps_at_removal, strict=True)):
             self.model.stop_training = True
+
+
+def hold_a_cpu_of(node) -> "ray.actor.ActorHandle":
+    """An idle actor that holds one CPU of `node` until it is killed."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=1)
+    class Placeholder:
+        def ready(self) -> bool:
+            return True
+
+    placeholder = Placeholder.options(
+        scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node.node_id, soft=False)).remote()
+    ray.get(placeholder.ready.remote(), timeout=120)
+    return placeholder
+
+
+def wait_for_free_cpus(count: float, timeout: float = 60.0) -> None:
+    """Until the cluster has `count` CPUs free (the actors of the test before may still be releasing theirs)."""
+    deadline = time.perf_counter() + timeout
+    while ray.available_resources().get("CPU", 0) < count:
+        assert time.perf_counter() < deadline, f"the cluster has {ray.available_resources()} free"
+        time.sleep(0.2)
 
 
 class CountActorProcesses(keras.callbacks.Callback):
@@ -219,7 +244,10 @@ def test_learns_on_a_cluster_with_the_thread_backends_logs_and_counters(cluster)
 def test_a_node_removed_mid_run_is_survived(cluster, caplog):
     head, worker = cluster
     agent = make_agent()
-    remove = RemoveNode(head, worker, after=8_000, then=4_000)
+    # With one of the head node's two CPUs held, at least one of the two 1-CPU actors runs on the worker node
+    # (SPREAD scheduling is only a preference).
+    wait_for_free_cpus(4)
+    remove = RemoveNode(head, worker, hold_a_cpu_of(head.head_node), after=8_000, then=4_000)
     history = agent.fit(IdentityEnv, total_steps=10**7, workers=2, envs_per_worker=8, verbose=0, seed=2,
                         callbacks=[remove], backend=RayBackend(actors=2, segments_per_message=1))
     # The actor on the removed node died, was restarted on the head node, and both went on.

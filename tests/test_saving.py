@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import gymnasium as gym
 import keras
@@ -271,12 +272,30 @@ def test_keras_model_checkpoint_writes_loadable_saves(tmp_path):
     assert 0 < loaded.env_steps <= agent.env_steps
 
 
+class TimedCheckpoint(keras_a3c.Checkpoint):
+    """Remembers when each save began; stops the fit after `saves` of them."""
+
+    def __init__(self, *args, saves: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.saves, self.times = saves, []
+
+    def save(self, agent=None):
+        self.times.append(time.monotonic())
+        path = super().save(agent)
+        if len(self.times) >= self.saves:
+            self.model.stop_training = True
+        return path
+
+
 def test_checkpoint_every_seconds(tmp_path):
+    """Saves by the clock, however long a save takes (the first one traces the network): the fit stops
+    after three saves, long before its env-step budget, and they began at least every_seconds apart."""
     agent = make_agent()
-    agent.fit(IdentityEnv, total_steps=10**9, workers=2, envs_per_worker=4, verbose=0,
-              callbacks=[keras_a3c.Checkpoint(tmp_path, every_seconds=0.3, keep=None, save_at_end=False),
-                         StopAfter(seconds=1.6)])
-    assert len(saving.checkpoints(tmp_path)) >= 3
+    checkpoint = TimedCheckpoint(tmp_path, every_seconds=0.3, keep=None, save_at_end=False, saves=3)
+    agent.fit(IdentityEnv, total_steps=10**7, workers=2, envs_per_worker=4, verbose=0, callbacks=[checkpoint])
+    assert len(saving.checkpoints(tmp_path)) == 3 and agent.env_steps < 10**7
+    times = checkpoint.times
+    assert all(later - earlier >= 0.3 for earlier, later in zip(times[:-1], times[1:], strict=True))
 
 
 def test_checkpoint_refuses_a_directory_holding_another_runs_checkpoints(tmp_path):
@@ -292,16 +311,6 @@ def test_checkpoint_refuses_a_directory_holding_another_runs_checkpoints(tmp_pat
     resumed.fit(IdentityEnv, total_steps=1000, workers=2, envs_per_worker=4, verbose=0,
                 callbacks=[keras_a3c.Checkpoint(tmp_path, every_steps=1000)])
     assert saving.checkpoint_step(keras_a3c.latest_checkpoint(tmp_path)) > saving.checkpoint_step(before[-1])
-
-
-class StopAfter(keras.callbacks.Callback):
-    def __init__(self, seconds: float):
-        super().__init__()
-        self.seconds = seconds
-
-    def on_train_batch_end(self, batch, logs=None):
-        if logs["time"] - self.model.training_state.seconds >= self.seconds:
-            self.model.stop_training = True
 
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
