@@ -1,7 +1,9 @@
 """The Ray backend: fit on a 2-node local cluster (ray.cluster_utils.Cluster), a node removed mid-run,
 failures in an actor and on the learner's side, and the errors raised before anything starts."""
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -48,13 +50,15 @@ def make_agent() -> keras_a3c.A3C:
     return agent
 
 
-def actor_processes() -> list[int]:
-    """The live processes that run a keras_a3c Ray actor (Ray titles them ray::ActorLearner...)."""
+def actor_processes(parent: int | None = None) -> list[int]:
+    """The live processes that run a keras_a3c Ray actor (Ray titles them ray::ActorLearner...), only the
+    children of process `parent` if given (a node's raylet starts its workers)."""
     found = []
     for entry in os.listdir("/proc"):
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as cmdline, open(f"/proc/{entry}/stat") as stat:
-                if b"ActorLearner" in cmdline.read() and stat.read().rsplit(")", 1)[1].split()[0] != "Z":
+                state, ppid = stat.read().rsplit(")", 1)[1].split()[:2]
+                if b"ActorLearner" in cmdline.read() and state != "Z" and parent in (None, int(ppid)):
                     found.append(int(entry))
         except (OSError, ValueError, IndexError):
             continue
@@ -163,19 +167,27 @@ def cluster():
 
 
 class RemoveNode(keras.callbacks.Callback):
-    """Removes the cluster's worker node once `after` env steps are taken, and frees the head node's CPU
-    that `placeholder` held (so the actor that died can be restarted there); stops the fit once every actor
-    has taken `then` more env steps since (so the one that died has been restarted and worked on)."""
+    """Removes the cluster's worker node and kills the actors that ran there once `after` env steps are
+    taken, and frees the head node's CPU that `placeholder` held (so an actor that died can be restarted
+    there); stops the fit once every actor has taken `then` more env steps since (so the ones that died
+    have been restarted and worked on)."""
 
     def __init__(self, cluster, node, placeholder, after: int, then: int):
         super().__init__()
         self.cluster, self.node, self.placeholder, self.after, self.then = cluster, node, placeholder, after, then
         self.steps_at_removal: list[int] | None = None
+        self.killed: list[int] = []
 
     def on_train_batch_end(self, batch, logs=None):
         steps = list(self.model.training_state.worker_steps)
         if self.steps_at_removal is None and logs["env_steps"] >= self.after:
-            self.cluster.remove_node(self.node)
+            self.killed = actor_processes(parent=self.node.all_processes["raylet"][0].process.pid)
+            assert self.killed, "no actor ran on the node to remove"
+            self.cluster.remove_node(self.node, allow_graceful=False)
+            # A machine that is lost takes its processes with it (a raylet's workers may outlive it a while).
+            for pid in self.killed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             ray.kill(self.placeholder)
             self.steps_at_removal = steps
         elif self.steps_at_removal is not None and all(
@@ -252,7 +264,7 @@ def test_a_node_removed_mid_run_is_survived(cluster, caplog):
                         callbacks=[remove], backend=RayBackend(actors=2, segments_per_message=1))
     # The actor on the removed node died, was restarted on the head node, and both went on.
     assert remove.steps_at_removal is not None and agent.env_steps < 10**7
-    assert history.history["actor_failures"][-1] >= 1
+    assert history.history["actor_failures"][-1] >= len(remove.killed) >= 1
     assert "died" in caplog.text and "Ray restarts it" in caplog.text
     mean, _ = agent.evaluate(IdentityEnv, episodes=20)
     assert mean >= 9.5
