@@ -67,6 +67,12 @@ CANDIDATES: dict[str, dict] = {
     # The defaults with RMSprop's rho 0.99 (the A3C paper's decay, PyTorch's and SB3's alpha) for Keras's 0.9.
     "defaults_rho0.99": {"optimizer": ("rmsprop", 7e-4, 1e-5, 0), "optimizer_config": {"rho": 0.99},
                          "config": {}, "network": {}, "workers": 8, "envs": 8},
+    # The defaults with the learning rate annealed to 0 over Acrobot's 500k env steps (128 per update).
+    "annealed_acrobot": {"optimizer": ("rmsprop", 7e-4, 1e-5, 3_907), "config": {}, "network": {}, "workers": 8,
+                         "envs": 8},
+    # The same from twice the learning rate.
+    "annealed_acrobot_lr1.4e-3": {"optimizer": ("rmsprop", 1.4e-3, 1e-5, 3_907), "config": {}, "network": {},
+                                  "workers": 8, "envs": 8},
     # The defaults with twice their learning rate.
     "defaults_lr1.4e-3": {"optimizer": ("rmsprop", 1.4e-3, 1e-5, 0), "config": {}, "network": {}, "workers": 8,
                           "envs": 8},

@@ -49,6 +49,10 @@ class A3CConfig:
       action_bound_coef: for a Gaussian policy over a bounded `Box`, weight (>= 0) of
         `losses.action_bound_loss`, which keeps the mean inside the bounds (the env clips actions,
         so nothing else stops the mean drifting out); 0 turns it off.
+      jit_compile: compile the update with XLA (as Keras's `compile(jit_compile=True)`): the first
+        update takes a few seconds longer, each one after may be cheaper. It pays on the Atari network
+        (a Pong run made 26% more env steps a second) but not everywhere (MinAtar's made 26% fewer),
+        hence off by default; docs/performance.md has the measurements.
     """
 
     n_steps: int = 16
@@ -65,6 +69,7 @@ class A3CConfig:
     reward_clip: float | None = 10.0
     action_bound_coef: float = 1.0
     clip_raw_rewards: float | None = None
+    jit_compile: bool = False
 
     def __post_init__(self) -> None:
         if not (isinstance(self.n_steps, int) and not isinstance(self.n_steps, bool) and self.n_steps >= 1):
@@ -82,7 +87,7 @@ class A3CConfig:
             raise ValueError(f"max_grad_norm must be > 0 or None, got {self.max_grad_norm!r}")
         if not (_finite_number(self.reward_scale) and self.reward_scale > 0):
             raise ValueError(f"reward_scale must be a finite number > 0, got {self.reward_scale!r}")
-        for name in ("hogwild", "normalize_advantages", "normalize_rewards"):
+        for name in ("hogwild", "normalize_advantages", "normalize_rewards", "jit_compile"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if not (_finite_number(self.gae_lambda) and 0.0 <= self.gae_lambda <= 1.0):

@@ -107,43 +107,50 @@ class Learner:
             inputs = tf.reshape(observations, [(horizon + 1) * batch, *observations.shape[2:]])
         else:
             inputs = codec.structure([tf.reshape(row, [(horizon + 1) * batch, row.shape[-1]]) for row in observations])
-        with tf.GradientTape() as tape:
-            if state_sizes(self.network):
-                params, values = self._replay(observations, segment["initial_state"], segment["valid"], codec)
-            else:
-                params, values = self.network(inputs, training=True)
-            values = tf.reshape(values, [horizon + 1, batch])
-            if isinstance(inputs, dict) and MASK_KEY in inputs:  # the actions the env allowed at each step
-                params = masked_params(params, inputs[MASK_KEY])
-            params = tf.reshape(params, [horizon + 1, batch, -1])[:horizon]
-            # V(s_{t+1}) of the next observation bootstraps the return; it is a constant.
-            rewards = config.reward_scale * segment["rewards"]
-            terminated, truncated = segment["terminated"], segment["truncated"]
-            if config.gae_lambda == 1.0:
-                returns = losses.n_step_returns(rewards, terminated, truncated, values[1:], config.gamma)
-            else:
-                returns = losses.lambda_returns(rewards, terminated, truncated, values[:horizon], values[1:],
-                                                config.gamma, config.gae_lambda)
-            pi = distribution.from_params(tf.reshape(params, [n, -1]))
-            values, returns = tf.reshape(values[:horizon], [n]), tf.reshape(returns, [n])
-            mask = tf.reshape(segment["valid"], [n])
-            policy_advantages = None
-            if config.normalize_advantages:
-                policy_advantages = losses.normalized(losses.advantages(returns, values), mask)
-            terms = losses.actor_critic_loss(
-                log_pi=pi.log_prob(tf.reshape(actions, [n, *actions.shape[2:]])),
-                entropies=pi.entropy(),
-                values=values,
-                returns=returns,
-                mask=mask,
-                value_coef=config.value_coef,
-                entropy_coef=self.entropy_coef(),
-                policy_advantages=policy_advantages,
-            )
-            if distribution is DiagGaussian and config.action_bound_coef > 0:
-                low, high = (tf.constant(bound, pi.mean.dtype) for bound in (action_space.low, action_space.high))
-                terms["loss"] += config.action_bound_coef * losses.action_bound_loss(pi.mean, low, high, mask)
-        grads = tape.gradient(terms["loss"], variables)
+        mask = tf.reshape(segment["valid"], [n])
+
+        def loss_and_gradients():
+            with tf.GradientTape() as tape:
+                if state_sizes(self.network):
+                    params, values = self._replay(observations, segment["initial_state"], segment["valid"], codec)
+                else:
+                    params, values = self.network(inputs, training=True)
+                values = tf.reshape(values, [horizon + 1, batch])
+                if isinstance(inputs, dict) and MASK_KEY in inputs:  # the actions the env allowed at each step
+                    params = masked_params(params, inputs[MASK_KEY])
+                params = tf.reshape(params, [horizon + 1, batch, -1])[:horizon]
+                # V(s_{t+1}) of the next observation bootstraps the return; it is a constant.
+                rewards = config.reward_scale * segment["rewards"]
+                terminated, truncated = segment["terminated"], segment["truncated"]
+                if config.gae_lambda == 1.0:
+                    returns = losses.n_step_returns(rewards, terminated, truncated, values[1:], config.gamma)
+                else:
+                    returns = losses.lambda_returns(rewards, terminated, truncated, values[:horizon], values[1:],
+                                                    config.gamma, config.gae_lambda)
+                pi = distribution.from_params(tf.reshape(params, [n, -1]))
+                values, returns = tf.reshape(values[:horizon], [n]), tf.reshape(returns, [n])
+                policy_advantages = None
+                if config.normalize_advantages:
+                    policy_advantages = losses.normalized(losses.advantages(returns, values), mask)
+                terms = losses.actor_critic_loss(
+                    log_pi=pi.log_prob(tf.reshape(actions, [n, *actions.shape[2:]])),
+                    entropies=pi.entropy(),
+                    values=values,
+                    returns=returns,
+                    mask=mask,
+                    value_coef=config.value_coef,
+                    entropy_coef=self.entropy_coef(),
+                    policy_advantages=policy_advantages,
+                )
+                if distribution is DiagGaussian and config.action_bound_coef > 0:
+                    low, high = (tf.constant(bound, pi.mean.dtype) for bound in (action_space.low, action_space.high))
+                    terms["loss"] += config.action_bound_coef * losses.action_bound_loss(pi.mean, low, high, mask)
+            return tape.gradient(terms["loss"], variables), terms, values, returns
+
+        if config.jit_compile:  # XLA compiles the forward and backward pass; the finite checks below stay
+            # outside it, where they can raise (XLA drops check_numerics)
+            loss_and_gradients = tf.function(loss_and_gradients, jit_compile=True, autograph=False)
+        grads, terms, values, returns = loss_and_gradients()
         grad_norm = tf.linalg.global_norm(grads)
         # A non-finite loss or gradient raises here, before anything is written: every op that uses what
         # this returns waits for the checks (graph ops are otherwise unordered).

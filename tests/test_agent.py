@@ -147,6 +147,30 @@ def test_env_factory_is_called_per_env_copy_so_wrappers_apply():
     assert history.history["episode_return"][-1] > 10  # uniform play scores 25 with the wrapper
 
 
+class OwnVector(gym.vector.SyncVectorEnv):
+    """A vector entry point's env: `num_envs` IdentityEnvs of `n` targets."""
+
+    def __init__(self, num_envs: int, n: int = 4):
+        super().__init__([lambda: IdentityEnv(n)] * num_envs)
+
+
+gym.register("IdentityOwnVector-v0", entry_point=IdentityEnv, vector_entry_point=OwnVector)
+gym.register("IdentityOtherVector-v0", entry_point=IdentityEnv,
+             vector_entry_point=lambda num_envs: OwnVector(num_envs, n=6))
+
+
+def test_an_ids_vector_env_is_used_only_where_it_batches_what_gym_make_gives():
+    own = keras_a3c.envs.make_vector_env("IdentityOwnVector-v0", 3)
+    assert isinstance(own, OwnVector) and own.num_envs == 3
+    # A vector entry point whose envs differ from gym.make's (as ale-py's ALE/<Game>-v5 preprocess the frames):
+    # the workers step copies of what gym.make gives, the env the network was checked against.
+    other = keras_a3c.envs.make_vector_env("IdentityOtherVector-v0", 3)
+    assert not isinstance(other, OwnVector) and other.single_observation_space.shape == (4,)
+    agent = make_agent(IdentityEnv())
+    history = agent.fit("IdentityOtherVector-v0", total_steps=2000, workers=2, envs_per_worker=3, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
 def test_user_model_that_the_numpy_twin_does_not_know_trains():
     inputs = keras.Input((4,))
     x = keras.layers.Dense(16, activation="relu")(inputs)

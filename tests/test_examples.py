@@ -208,6 +208,37 @@ def test_the_memory_example_trains_a_recurrent_policy_exports_it_and_play_carrie
 
 
 @NEEDS_ALE
+def test_the_atari_envs_batched_by_ale_py_give_the_frames_and_rewards_of_one_env(monkeypatch):
+    """What the workers step (ale-py's vector env) is what play.py and evaluation step (gymnasium's wrappers)."""
+    import gymnasium as gym
+
+    import keras_a3c
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "examples"))
+    atari_env = importlib.import_module("atari_env")
+    batch = keras_a3c.envs.make_vector_env("AtariA3C/Pong-v5", 2)
+    assert isinstance(batch, atari_env.VectorFramesLast) and batch.single_observation_space.shape == (84, 84, 4)
+    batch.close()
+    # Without the random no-op starts both play the same game.
+    one = gym.make("AtariA3C/Pong-v5", noop_max=0)
+    batch = gym.make_vec("AtariA3C/Pong-v5", num_envs=1, vectorization_mode="vector_entry_point", noop_max=0)
+    frames, _ = one.reset(seed=0)
+    frame_batch, _ = batch.reset(seed=0)
+    rng = np.random.default_rng(0)
+    rewards = []
+    for step in range(400):
+        assert np.array_equal(frames, frame_batch[0]), f"the frames differ after {step} steps"
+        action = int(rng.integers(6))
+        frames, reward, terminated, truncated, _ = one.step(action)
+        frame_batch, reward_batch, terminated_batch, truncated_batch, _ = batch.step(np.array([action]))
+        assert (reward, terminated, truncated) == (reward_batch[0], terminated_batch[0], truncated_batch[0])
+        rewards.append(reward)
+    assert any(rewards)  # the game was scored in those steps
+    one.close()
+    batch.close()
+
+
+@NEEDS_ALE
 def test_the_atari_example_trains_on_preprocessed_frames_exports_and_plays(tmp_path):
     export_dir = tmp_path / "policy"
     out = run_example("--workers=2", "--envs_per_worker=2", "--total_steps=400", "--eval_episodes=0", "--verbose=0",

@@ -100,9 +100,11 @@ def test_a_non_finite_observation_or_reward_names_worker_step_and_value(mode, na
     assert not worker_threads()
 
 
-def test_a_non_finite_loss_keeps_the_weights_from_before_the_update():
-    """Trainable weights, optimizer slots and the observation statistics all stay as they were."""
-    agent = make_agent()
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_a_non_finite_loss_keeps_the_weights_from_before_the_update(jit_compile):
+    """Trainable weights, optimizer slots and the observation statistics all stay as they were, whether or not
+    XLA compiled the update."""
+    agent = make_agent(jit_compile=jit_compile)
     assert observation_normalizers(agent.network)  # the default builder normalises observations
     agent.optimizer.build(agent.network.trainable_variables)
     agent.action_space = gym.spaces.Discrete(4)

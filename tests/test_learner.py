@@ -1,4 +1,5 @@
-"""The learner's decaying entropy bonus: the schedule, eagerly and under tf.function, and the update it weights."""
+"""The learner: its decaying entropy bonus (the schedule, eagerly and under tf.function, and the update it weights),
+and the update compiled with XLA."""
 
 import keras
 import numpy as np
@@ -10,6 +11,8 @@ import keras_a3c
 from keras_a3c.config import A3CConfig
 from keras_a3c.learner import UPDATE_LOGS, Learner
 from keras_a3c.metrics import RunningMeans
+from keras_a3c.observations import ObservationCodec
+from keras_a3c.segment import SegmentLayout
 
 SPEC = IdentityEnv()
 
@@ -78,3 +81,31 @@ def test_fit_logs_the_decaying_entropy_coef_and_a_save_keeps_its_count(tmp_path)
     assert loaded.config.entropy_decay_updates == 200
     assert int(loaded.optimizer.iterations) == updates
     assert float(loaded.learner.entropy_coef()) == pytest.approx(float(agent.learner.entropy_coef()))
+
+
+def test_the_update_compiled_with_xla_is_the_update():
+    """Three updates on the same segments give the same weights and logs with and without XLA."""
+    layout = SegmentLayout([(4, np.float32)], (), np.int64)
+    codec = ObservationCodec.for_space(SPEC.observation_space)
+    rng = np.random.default_rng(0)
+    segments = []
+    for _ in range(3):
+        segment = layout.empty(5, 3)
+        packed = segment[0]
+        packed[:, :, layout.observation] = np.eye(4)[rng.integers(4, size=(6, 3))]
+        packed[:-1, :, layout.action] = rng.integers(4, size=(5, 3, 1))
+        packed[:-1, :, layout.reward] = rng.random((5, 3))
+        packed[:-1, :, layout.valid] = 1.0
+        segments.append(segment)
+    results = []
+    for jit_compile in (False, True):
+        learner = make_learner(A3CConfig(n_steps=5, jit_compile=jit_compile), keras.optimizers.RMSprop(1e-2))
+        learner.optimizer.build(learner.network.trainable_variables)
+        train = learner.compile(layout, 3, SPEC.action_space, codec)
+        weights = [train(segment) for segment in segments][-1]
+        results.append((np.concatenate([w.reshape(-1) for w in weights]), learner.logs.result()["loss"]))
+    (flat, loss), (flat_xla, loss_xla) = results
+    np.testing.assert_allclose(flat_xla, flat, atol=1e-5)
+    assert float(loss_xla) == pytest.approx(float(loss), rel=1e-4)
+    initial = make_learner(A3CConfig()).network.get_weights()  # the same seed's weights before the updates
+    assert not np.allclose(flat, np.concatenate([w.reshape(-1) for w in initial]), atol=1e-3)
