@@ -49,10 +49,11 @@ class A3CConfig:
       action_bound_coef: for a Gaussian policy over a bounded `Box`, weight (>= 0) of
         `losses.action_bound_loss`, which keeps the mean inside the bounds (the env clips actions,
         so nothing else stops the mean drifting out); 0 turns it off.
-      jit_compile: compile the update with XLA (as Keras's `compile(jit_compile=True)`): the first
-        update takes a few seconds longer, each one after may be cheaper. It pays on the Atari network
-        (a Pong run made 26% more env steps a second) but not everywhere (MinAtar's made 26% fewer),
-        hence off by default; docs/performance.md has the measurements.
+      jit_compile: compile the update's forward and backward pass with XLA (as Keras's
+        `compile(jit_compile=True)` does a train step; the finite checks stay outside, XLA drops them):
+        the first update takes a few seconds longer, each one after may be cheaper. It pays on the Atari
+        network (Pong: 18% more env steps a second) but not everywhere (MinAtar's made 26% fewer with its
+        whole update under XLA), hence off by default; docs/performance.md has the measurements.
     """
 
     n_steps: int = 16

@@ -218,7 +218,8 @@ CARTPOLE_MEMORY = Preset(
 
 # The settings of examples/atari.py: the A3C paper's Atari network, preprocessing (examples/atari_env.py) and
 # update (n-step returns of 5 steps, entropy 0.01, rewards clipped to [-1, 1], RMSProp 7e-4), with the defaults'
-# gradient clipping; 8 workers x 4 envs on 2 cores. XLA compiles the update: on this network it is cheaper so.
+# gradient clipping; 8 workers x 4 envs on 2 cores. XLA compiles the update's forward and backward pass, which
+# is cheaper so on this network.
 ATARI = Preset(
     env="AtariA3C/Pong-v5",
     config=A3CConfig(n_steps=5, entropy_coef=0.01, gae_lambda=1.0, normalize_rewards=False, clip_raw_rewards=1.0,
