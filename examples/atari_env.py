@@ -13,7 +13,7 @@ returns stay the game's score. gymnasium, numpy and ale-py only: `examples/play.
 atari_env:AtariA3C/Pong-v5` plays an exported policy without keras_a3c.
 
 A batch of these envs (`gym.make_vec(id, num_envs, vectorization_mode="vector_entry_point")`, which keras_a3c's
-workers use) is ale-py's `AtariVectorEnv` with the same preprocessing, moved frames-last: it steps the
+`fit` and `evaluate` use) is ale-py's `AtariVectorEnv` with the same preprocessing, moved frames-last: it steps the
 emulators in C++ threads outside Python's global lock, where gymnasium's wrappers hold it for ~0.5 ms a step.
 Both give the same frames and rewards for the same actions (tests/test_examples.py checks it); the stack starts
 from zero frames in both.
