@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import uuid
 import warnings
 from typing import Any
 
@@ -74,6 +75,9 @@ class Message:
       steps: env steps taken.
       returns, lengths: the (raw) returns and lengths of the episodes that ended, float64 / int64 [episodes].
       reward_moments: with reward normalisation, (mean, var, count) of the discounted returns seen.
+      incarnation: this actor process's token, new each time Ray (re)starts it: a change tells the learner
+        the actor died and was restarted between two calls (a call made while Ray restarts it waits for the
+        new process instead of failing).
     """
 
     gradients: Gradients
@@ -82,6 +86,7 @@ class Message:
     returns: np.ndarray
     lengths: np.ndarray
     reward_moments: tuple[float, float, float] | None
+    incarnation: str
 
 
 class _Tally(TrainingState):
@@ -147,6 +152,7 @@ class ActorLearner:
         from keras_a3c.segment import SegmentLayout
         from keras_a3c.workers import Worker
 
+        self.incarnation = uuid.uuid4().hex
         # One process per core is the parallelism: TensorFlow's and BLAS's own threads would only fight it.
         tf.config.threading.set_intra_op_parallelism_threads(spec.threads)
         tf.config.threading.set_inter_op_parallelism_threads(spec.threads)
@@ -214,7 +220,7 @@ class ActorLearner:
             self.ready.notify_all()
             steps, returns, lengths = self.tally.take()
             reward = self.normalizer.take() if self.normalizer is not None else None
-            return Message(gradients, self.message_version, steps, returns, lengths, reward)
+            return Message(gradients, self.message_version, steps, returns, lengths, reward, self.incarnation)
 
     def _train(self, segment: list[np.ndarray]) -> list[np.ndarray]:
         """A worker's update: the segment's gradients at theta' join the message; returns theta' (new

@@ -133,6 +133,7 @@ class RayTrainer(Trainer):
         self.deaths: list[int] = []  # outages of each actor
         self.down: list[bool] = []  # whose last call failed and which has sent nothing since
         self.down_since: list[float] = []
+        self.incarnations: list[str | None] = []  # each actor's process token, from its last message
         self.retry_at: dict[int, float] = {}  # actor index -> when to call it again
         self.failures = 0
         self.last_message = 0.0
@@ -175,6 +176,7 @@ class RayTrainer(Trainer):
         self.deaths = [0] * backend.actors
         self.down = [False] * backend.actors
         self.down_since = [0.0] * backend.actors
+        self.incarnations = [None] * backend.actors
 
     def _launch(self) -> None:
         self.launched = self.last_message = time.perf_counter()
@@ -226,6 +228,11 @@ class RayTrainer(Trainer):
             self.state.fail(cause)
             return
         self.last_message = time.perf_counter()
+        if self.incarnations[index] not in (None, message.incarnation) and not self.down[index]:
+            # It died and was restarted between two calls: no call failed, but it is an outage all the same.
+            if not self._died(index, "restarted between two calls", None):
+                return
+        self.incarnations[index] = message.incarnation
         self.down[index] = False
         with self.agent.paused_updates():
             self.weights = self.apply(message.gradients)
@@ -252,18 +259,23 @@ class RayTrainer(Trainer):
         if not self.down[index]:
             self.down_since[index] = now
             self.down[index] = True
-            self.failures += 1
-            self.deaths[index] += 1
-            limit = self.backend.max_restarts
-            if 0 <= limit < self.deaths[index]:
-                self._fail(RuntimeError(f"Ray actor {index} died {self.deaths[index]} times (max_restarts={limit})"),
-                           error)
+            if not self._died(index, type(error).__name__, error):
                 return
-            logger.warning("keras_a3c: Ray actor %d died (%s); Ray restarts it and training goes on without the "
-                           "segments it had not sent", index, type(error).__name__)
         self.retry_at[index] = time.perf_counter() + RETRY_SECONDS
 
-    def _fail(self, failure: BaseException, cause: BaseException) -> None:
+    def _died(self, index: int, how: str, error: BaseException | None) -> bool:
+        """Count an outage of actor `index`; False if it was one more than `max_restarts` (the fit fails)."""
+        self.failures += 1
+        self.deaths[index] += 1
+        limit = self.backend.max_restarts
+        if 0 <= limit < self.deaths[index]:
+            self._fail(RuntimeError(f"Ray actor {index} died {self.deaths[index]} times (max_restarts={limit})"), error)
+            return False
+        logger.warning("keras_a3c: Ray actor %d died (%s); Ray restarts it and training goes on without the "
+                       "segments it had not sent", index, how)
+        return True
+
+    def _fail(self, failure: BaseException, cause: BaseException | None) -> None:
         """End the fit with `failure`, caused by `cause`."""
         failure.__cause__ = cause
         self.state.fail(failure)
