@@ -4,6 +4,7 @@
     python benchmarks/cartpole_solve.py --peer sb3_a2c --peer sb3_ppo      # + Stable-Baselines3
     python benchmarks/cartpole_solve.py --scaling 1,2,4,8,16 --seeds 3     # worker scaling
     python benchmarks/cartpole_solve.py --hogwild_too                      # + lock-free updates
+    python benchmarks/cartpole_solve.py --variant '{"importance_clip": 1.0}'  # + the preset with a change
 
 The protocol, the same for every system: every finished training episode is logged with
 the wall-clock seconds since the run started (the agent is built after the clock starts)
@@ -15,7 +16,8 @@ unless `--workers` or `--scaling` say otherwise. Stable-Baselines3 (optional; on
 machine `pip install torch==2.13.0` first, then `pip install stable-baselines3`) runs with
 RL-Zoo's CartPole-v1 hyperparameters.
 
-Prints one table and writes JSON (`--json`) with every run and the median/min/max.
+Runs go seed by seed, every system in turn. Prints one table and writes JSON (`--json`) with every run
+and the median/min/max.
 """
 
 from __future__ import annotations
@@ -55,6 +57,9 @@ flags.DEFINE_list("scaling", [], "Also run keras_a3c with each of these worker c
 flags.DEFINE_integer("workers", None, "keras_a3c worker threads (default: keras_a3c.presets.CARTPOLE).", lower_bound=1)
 flags.DEFINE_bool("hogwild_too", False, "Also run keras_a3c with lock-free (Hogwild) updates.")
 flags.DEFINE_bool("skip_default", False, "Do not run the default keras_a3c configuration.")
+flags.DEFINE_multi_string("variant", [], "JSON: keras_a3c.presets.CARTPOLE fields (learning_rate, envs_per_worker, "
+                          "...) or A3CConfig fields (importance_clip, ...) to change: one more keras_a3c system "
+                          "with --workers workers (repeatable), for what-ifs.")
 flags.DEFINE_float("max_seconds", 600.0, "Cap on the wall-clock seconds of one run.", lower_bound=1.0)
 flags.DEFINE_integer("max_steps", 1_000_000, "Cap on the env steps of one run.", lower_bound=1)
 flags.DEFINE_float("env_rate_seconds", 1.0, "Seconds spent measuring each raw env step rate.", lower_bound=0.01)
@@ -70,7 +75,8 @@ flags.register_validator("scaling", lambda ws: all(w.isdigit() and int(w) >= 1 f
 # ----------------------------------------------------------------------------- systems
 
 
-def run_keras_a3c(seed: int, max_seconds: float, max_steps: int, workers: int | None, hogwild: bool) -> dict:
+def run_keras_a3c(seed: int, max_seconds: float, max_steps: int, workers: int | None, hogwild: bool,
+                  overrides: dict) -> dict:
     import keras
 
     import keras_a3c
@@ -78,13 +84,13 @@ def run_keras_a3c(seed: int, max_seconds: float, max_steps: int, workers: int | 
     workers = workers or preset("cartpole").workers
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    agent = default_agent(hogwild)
+    agent = default_agent(hogwild, overrides)
     fit_start = time.perf_counter()
     history = agent.fit(
         ENV_ID,
         total_steps=max_steps,
         workers=workers,
-        envs_per_worker=preset("cartpole").envs_per_worker,
+        envs_per_worker=overrides.get("envs_per_worker", preset("cartpole").envs_per_worker),
         seed=seed,
         verbose=0,
         callbacks=[keras_a3c.StopOnMeanReturn(SOLVED_AT, min_episodes=WINDOW), stop_at_seconds(max_seconds)],
@@ -155,7 +161,8 @@ def env_step_rates(seconds: float) -> dict[str, float]:
 
 def child(spec: dict) -> dict:
     if spec["system"] == "keras_a3c":
-        return run_keras_a3c(spec["seed"], spec["max_seconds"], spec["max_steps"], spec["workers"], spec["hogwild"])
+        return run_keras_a3c(spec["seed"], spec["max_seconds"], spec["max_steps"], spec["workers"], spec["hogwild"],
+                             spec["overrides"])
     if spec["system"] == "env_rates":
         return env_step_rates(spec["seconds"])
     return run_sb3(spec["system"], spec["seed"], spec["max_seconds"], spec["max_steps"])
@@ -204,26 +211,31 @@ def main(argv):
     variants: dict[str, dict] = {}
     if not FLAGS.skip_default:
         variants[f"keras_a3c {default_workers} workers"] = {"system": "keras_a3c", "workers": default_workers,
-                                                            "hogwild": False}
+                                                            "hogwild": False, "overrides": {}}
     if FLAGS.hogwild_too:
-        variants[f"keras_a3c {default_workers} workers hogwild"] = {"system": "keras_a3c",
-                                                                    "workers": default_workers, "hogwild": True}
+        variants[f"keras_a3c {default_workers} workers hogwild"] = {"system": "keras_a3c", "workers": default_workers,
+                                                                    "hogwild": True, "overrides": {}}
     for w in FLAGS.scaling:
-        variants.setdefault(f"keras_a3c {int(w)} workers", {"system": "keras_a3c", "workers": int(w), "hogwild": False})
+        variants.setdefault(f"keras_a3c {int(w)} workers", {"system": "keras_a3c", "workers": int(w),
+                                                            "hogwild": False, "overrides": {}})
+    for overrides in FLAGS.variant:
+        variants[f"keras_a3c {default_workers} workers {overrides}"] = {
+            "system": "keras_a3c", "workers": default_workers, "hogwild": False, "overrides": json.loads(overrides)}
     for peer in FLAGS.peer:
         variants[peer] = {"system": peer}
 
     rates = in_subprocess(__file__, {"system": "env_rates", "seconds": FLAGS.env_rate_seconds})
-    systems = {}
-    for name, variant in variants.items():
-        runs = []
-        for seed in range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds):
+    # Seed by seed, every system in turn: a drift of the machine's speed during the invocation hits them alike.
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for seed in range(FLAGS.seed_offset, FLAGS.seed_offset + FLAGS.seeds):
+        for name, variant in variants.items():
             run = {"seed": seed, **in_subprocess(__file__, {**variant, **caps, "seed": seed})}
             print(f"{name} seed {seed}: solved {run['solved']}, {run['seconds_to_solve'] or '-'} s, "
                   f"{run['steps_to_solve'] or '-'} steps, {run['steps_per_second']:,.0f} steps/s, "
                   f"peak RSS {run['peak_rss_mb']:.0f} MB", flush=True)
-            runs.append(run)
-        systems[name] = {"config": variant, "runs": runs, "summary": summarise(runs)}
+            runs[name].append(run)
+    systems = {name: {"config": variant, "runs": runs[name], "summary": summarise(runs[name])}
+               for name, variant in variants.items()}
     print_table(systems, rates)
     with open(FLAGS.json, "w") as f:
         json.dump({"protocol": {"env": ENV_ID, "solved_at": SOLVED_AT, "window": WINDOW, **caps},

@@ -40,11 +40,16 @@ def preset(name: str):
     return presets.get(name)
 
 
-def default_agent(hogwild: bool | None = None):
-    """The agent of `examples/cartpole.py` with its defaults (`keras_a3c.presets.CARTPOLE`), built on this thread."""
+def default_agent(hogwild: bool | None = None, overrides: dict | None = None):
+    """The agent of `examples/cartpole.py` with its defaults (`keras_a3c.presets.CARTPOLE`), built on this thread;
+    `overrides` changes preset fields (e.g. learning_rate) and A3CConfig fields (e.g. max_grad_norm)."""
     cartpole = preset("cartpole")
+    overrides = dict(overrides or {})
     if hogwild is not None:
-        cartpole = dataclasses.replace(cartpole, config=cartpole.config.replace(hogwild=hogwild))
+        overrides["hogwild"] = hogwild
+    fields = {f.name for f in dataclasses.fields(cartpole)}
+    config = cartpole.config.replace(**{k: v for k, v in overrides.items() if k not in fields})
+    cartpole = dataclasses.replace(cartpole, config=config, **{k: v for k, v in overrides.items() if k in fields})
     return cartpole.make_agent()
 
 

@@ -67,6 +67,9 @@ def define_flags(preset: Preset, flag_values: flags.FlagValues = FLAGS) -> None:
                        "out); 0 turns it off.", lower_bound=0.0, **fv)
     flags.DEFINE_bool("jit_compile", d["jit_compile"], "Compile the update with XLA: a few seconds more at the "
                       "start, cheaper updates on some networks (the Atari one), dearer on others (MinAtar's).", **fv)
+    flags.DEFINE_float("importance_clip", d["importance_clip"], "rho-bar of the truncated importance weight "
+                       "min(rho-bar, pi/mu) on the policy gradient (IMPALA's correction for the policy lag of "
+                       "asynchronous updates); 0: no correction, as the A3C paper.", lower_bound=0.0, **fv)
     # The optimizer.
     flags.DEFINE_float("learning_rate", d["learning_rate"], "Learning rate of the shared optimizer.",
                        lower_bound=0.0, **fv)
@@ -159,7 +162,7 @@ def settings() -> Preset:
             gae_lambda=FLAGS.gae_lambda, normalize_advantages=FLAGS.normalize_advantages,
             normalize_rewards=FLAGS.normalize_rewards, reward_clip=FLAGS.reward_clip or None,
             action_bound_coef=FLAGS.action_bound_coef, clip_raw_rewards=FLAGS.clip_raw_rewards or None,
-            jit_compile=FLAGS.jit_compile,
+            jit_compile=FLAGS.jit_compile, importance_clip=FLAGS.importance_clip or None,
         ),
         learning_rate=FLAGS.learning_rate,
         learning_rate_decay_updates=FLAGS.learning_rate_decay_updates,

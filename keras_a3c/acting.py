@@ -294,6 +294,7 @@ class ActionSampler:
     def __init__(self, action_space: gym.Space):
         self.distribution = for_action_space(action_space)
         self.action_space = action_space
+        self.num_params = self.distribution.num_params(action_space)  # P of the policy params [B, P]
         self._low = self._high = None
         self._env_dtype = None
         if isinstance(action_space, gym.spaces.Box):
@@ -393,13 +394,13 @@ class LocalPolicy:
         return self._tf_params(rows, state)
 
     def sample(self, rows: Sequence[np.ndarray], rng: np.random.Generator, where: str = "acting",
-               state: State = ()) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Observation rows and state -> ([B, *action_shape] actions sampled from pi(.|s) (masked, with a
-        mask), the new state)."""
+               state: State = ()) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Observation rows and state -> ([B, *action_shape] actions sampled from pi(.|s), the [B, P] params
+        they were sampled from (masked, with a mask), the new state)."""
         params, new_state = self.params(rows, state)
         if self.codec.masked:
             params = self.sampler.mask(params, self.codec.mask(rows), where)
-        return self.sampler.sample(params, rng), new_state
+        return self.sampler.sample(params, rng), params, new_state
 
 
 def _start_episodes(state: np.ndarray | None, sizes: Sequence[int], batch: int,

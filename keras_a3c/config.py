@@ -54,6 +54,11 @@ class A3CConfig:
         the first update takes a few seconds longer, each one after may be cheaper. It pays on the Atari
         network (Pong: 18% more env steps a second) but not everywhere (MinAtar's made 26% fewer with its
         whole update under XLA), hence off by default; docs/performance.md has the measurements.
+      importance_clip: rho-bar (> 0) of a truncated importance weight min(rho-bar, pi(a|s) / mu(a|s)) on
+        each step's policy-gradient term (IMPALA's correction, Espeholt et al. 2018), mu being the policy
+        the worker acted with and pi the shared one the update differentiates; it corrects for the policy
+        lag of asynchronous updates (`losses.truncated_importance_weights`). None (the default): no
+        correction, as the A3C paper.
     """
 
     n_steps: int = 16
@@ -71,6 +76,7 @@ class A3CConfig:
     action_bound_coef: float = 1.0
     clip_raw_rewards: float | None = None
     jit_compile: bool = False
+    importance_clip: float | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.n_steps, int) and not isinstance(self.n_steps, bool) and self.n_steps >= 1):
@@ -93,7 +99,7 @@ class A3CConfig:
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if not (_finite_number(self.gae_lambda) and 0.0 <= self.gae_lambda <= 1.0):
             raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda!r}")
-        for name in ("reward_clip", "clip_raw_rewards"):
+        for name in ("reward_clip", "clip_raw_rewards", "importance_clip"):
             value = getattr(self, name)
             if value is not None and not (_finite_number(value) and value > 0):
                 raise ValueError(f"{name} must be > 0 or None, got {value!r}")

@@ -53,18 +53,19 @@ def env_spaces(env: EnvSpec) -> tuple[gym.Space, gym.Space]:
         probe.close()
 
 
-def make_vector_env(env: EnvSpec, num_envs: int) -> VectorEnv:
+def make_vector_env(env: EnvSpec, num_envs: int, spaces: tuple[gym.Space, gym.Space] | None = None) -> VectorEnv:
     """`num_envs` copies of `env` stepped as one batch.
 
     A gymnasium id uses its own vectorised implementation where one exists (e.g. CartPole-v1's numpy
     one) and gives the spaces of `gym.make(id)`; a factory is called once per copy, so user wrappers apply.
+    `spaces`, `env_spaces(env)` if the caller has it already, spares building one env to compare them.
     """
     vec = None
     if isinstance(env, str) and env in gym.registry and gym.registry[env].vector_entry_point is not None:
         vec = gym.make_vec(env, num_envs=num_envs, vectorization_mode="vector_entry_point")
         # Not every id's vector env batches what gym.make gives (ale-py's ALE/<Game>-v5 ones preprocess the
         # frames); keras_a3c trains on what gym.make gives.
-        if (vec.single_observation_space, vec.single_action_space) != env_spaces(env):
+        if (vec.single_observation_space, vec.single_action_space) != (spaces or env_spaces(env)):
             vec.close()
             vec = None
     if vec is None:

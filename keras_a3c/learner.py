@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_a3c import losses
+from keras_a3c.acting import ActionSampler
 from keras_a3c.config import A3CConfig, decay_to_a_tenth
 from keras_a3c.distributions import DiagGaussian, for_action_space, masked_params
 from keras_a3c.metrics import RunningMeans
@@ -128,12 +129,19 @@ class Learner:
                     returns = losses.lambda_returns(rewards, terminated, truncated, values[:horizon], values[1:],
                                                     config.gamma, config.gae_lambda)
                 pi = distribution.from_params(tf.reshape(params, [n, -1]))
+                taken = tf.reshape(actions, [n, *actions.shape[2:]])
+                log_pi = pi.log_prob(taken)
                 values, returns = tf.reshape(values[:horizon], [n]), tf.reshape(returns, [n])
                 policy_advantages = None
                 if config.normalize_advantages:
                     policy_advantages = losses.normalized(losses.advantages(returns, values), mask)
+                if config.importance_clip is not None:  # the workers acted with mu, a policy some updates old
+                    mu = distribution.from_params(tf.reshape(segment["behaviour_params"], [n, -1]))
+                    rho = losses.truncated_importance_weights(log_pi, mu.log_prob(taken), config.importance_clip)
+                    policy_advantages = rho * (losses.advantages(returns, values) if policy_advantages is None
+                                               else policy_advantages)
                 terms = losses.actor_critic_loss(
-                    log_pi=pi.log_prob(tf.reshape(actions, [n, *actions.shape[2:]])),
+                    log_pi=log_pi,
                     entropies=pi.entropy(),
                     values=values,
                     returns=returns,
@@ -213,6 +221,13 @@ class Learner:
                 keep = tf.cast(valid[t], state[0].dtype)[:, None]
                 state = [part * keep for part in state]
         return tf.concat(params, axis=0), tf.concat(values, axis=0)
+
+    def segment_layout(self, codec: ObservationCodec, sampler: ActionSampler) -> SegmentLayout:
+        """The layout of the segments this learner takes from workers that act with `sampler` on the
+        observation rows of `codec`: with the behaviour policy's params where `config.importance_clip`
+        needs them."""
+        return SegmentLayout(codec.row_layout, sampler.shape, sampler.dtype, state_sizes(self.network),
+                             sampler.num_params if self.config.importance_clip is not None else 0)
 
     def compile(self, layout: SegmentLayout, batch: int, action_space: gym.Space,
                 codec: ObservationCodec) -> TrainFunction:

@@ -20,6 +20,8 @@ work eagerly and under `tf.function`.
 
 from __future__ import annotations
 
+import math
+
 import tensorflow as tf
 
 from keras_a3c.shapes import check_rank, check_same_shape
@@ -164,6 +166,31 @@ def advantages(returns: TensorLike, values: TensorLike) -> TensorLike:
     check_rank(returns, 1, "returns")
     check_same_shape(returns, values, "returns and values")
     return tf.stop_gradient(returns - values)
+
+
+def truncated_importance_weights(log_pi: TensorLike, behaviour_log_pi: TensorLike, clip: float) -> TensorLike:
+    """rho_t = min(clip, pi(a_t|s_t) / mu(a_t|s_t)), with the gradient stopped.
+
+    The truncated importance weight of IMPALA (Espeholt et al. 2018, "IMPALA: Scalable Distributed
+    Deep-RL with Importance Weighted Actor-Learner Architectures", arXiv:1802.01561, section 4.2)
+    on the policy-gradient term: an action the acting policy mu took more often than the learner's
+    pi would counts for what pi makes of it, so a stale policy's samples cannot push pi's rare
+    actions further down at mu's rate. Computed in log space: no overflow when pi >> mu.
+
+    Args:
+      log_pi: [N] float, log pi(a_t|s_t) under the policy being updated.
+      behaviour_log_pi: [N] float, log mu(a_t|s_t) under the policy that acted.
+      clip: rho-bar, > 0.
+
+    Returns:
+      [N] float, constants in (0, clip].
+    """
+    check_rank(log_pi, 1, "log_pi")
+    check_same_shape(log_pi, behaviour_log_pi, "log_pi and behaviour_log_pi")
+    if not clip > 0:
+        raise ValueError(f"clip must be > 0, got {clip!r}")
+    log_rho = tf.minimum(log_pi - behaviour_log_pi, tf.cast(math.log(clip), log_pi.dtype))
+    return tf.stop_gradient(tf.exp(log_rho))
 
 
 def score_function_loss(log_pi: TensorLike, advantages: TensorLike, mask: TensorLike | None = None) -> TensorLike:

@@ -127,6 +127,7 @@ class Preset:
         values["max_grad_norm"] = values["max_grad_norm"] or 0.0
         values["reward_clip"] = values["reward_clip"] or 0.0
         values["clip_raw_rewards"] = values["clip_raw_rewards"] or 0.0
+        values["importance_clip"] = values["importance_clip"] or 0.0
         values["hidden_units"] = list(values["hidden_units"])
         return values
 

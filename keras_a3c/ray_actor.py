@@ -148,8 +148,6 @@ class ActorLearner:
         from keras_a3c.learner import UPDATE_LOGS, Learner, splitter
         from keras_a3c.metrics import RunningMeans
         from keras_a3c.observations import ObservationCodec
-        from keras_a3c.recurrent import state_sizes
-        from keras_a3c.segment import SegmentLayout
         from keras_a3c.workers import Worker
 
         self.incarnation = uuid.uuid4().hex
@@ -165,9 +163,9 @@ class ActorLearner:
         config = A3CConfig.from_dict(spec.config)
         sampler = ActionSampler(spec.action_space)
         codec = ObservationCodec.for_space(spec.observation_space, network)
-        layout = SegmentLayout(codec.row_layout, sampler.shape, sampler.dtype, state_sizes(network))
         batch = spec.envs_per_worker
         learner = Learner(network, None, config, RunningMeans(UPDATE_LOGS))
+        layout = learner.segment_layout(codec, sampler)
         self._learner = learner
         self._gradients = learner.compile_gradients(layout, batch, spec.action_space, codec)
         forward = numpy_forward(network)
@@ -189,9 +187,10 @@ class ActorLearner:
         seed = spec.seed
         if _restarted():  # a replacement of an actor that died: new random streams, not the dead one's again
             seed += int.from_bytes(os.urandom(3), "little") * len(spec.worker_ids) * batch
+        spaces = (spec.observation_space, spec.action_space)
         self.workers = [
-            Worker(worker_id=i, env=make_vector_env(spec.env, batch), policy=LocalPolicy(forward, tf_params, sampler,
-                                                                                         codec),
+            Worker(worker_id=i, env=make_vector_env(spec.env, batch, spaces),
+                   policy=LocalPolicy(forward, tf_params, sampler, codec),
                    train_function=self._train, initial_weights=self.weights, state=self.tally, n_steps=config.n_steps,
                    layout=layout, codec=codec, seed=seed + i * batch, train_lock=None,
                    reward_normalizer=self.normalizer, clip_raw_rewards=config.clip_raw_rewards)

@@ -34,13 +34,14 @@ import numpy as np
 from keras_a3c.files import is_staging, write_atomically
 
 FORMAT = "keras_a3c.agent"
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
 # The compile settings each format version added, with the values that train as saves before it did.
 _ADDED_COMPILE = {
     2: {"gae_lambda": 1.0, "normalize_advantages": False, "normalize_rewards": False, "reward_clip": 10.0},
     3: {"action_bound_coef": 0.0},
     4: {"clip_raw_rewards": None},
     5: {"jit_compile": False},
+    6: {"importance_clip": None},
 }
 CONFIG_FILE = "agent.json"
 ARRAYS_FILE = "state.npz"

@@ -4,13 +4,16 @@ Binding each input of a `tf.function` call costs ~50 us of Python, several times
 cost of the small matmuls of an A3C update, so the six parts of a segment travel as one
 float32 tensor [T+1, B, F] and are unpacked inside the compiled train step. Columns:
 
-    float32 observation row (obs_size) | action (action_size) | reward | terminated | truncated | valid
+    float32 observation row (obs_size) | action (action_size) | behaviour params (params_size) | reward |
+    terminated | truncated | valid
 
 Observations of other storage dtypes (see `keras_a3c.observations`: a uint8 image, a Discrete
 index) travel in one more array [T+1, B, F_g] per dtype, in that dtype. Rows 0..T-1 are the
 steps of the segment; row T holds only the bootstrap observation s_{t+T}. Actions are stored as
 float32: exact for Discrete indices below 2**24. A recurrent network's segment ends with one more
-float32 array [B, S]: the state its first step was taken with (see `keras_a3c.recurrent`).
+float32 array [B, S]: the state its first step was taken with (see `keras_a3c.recurrent`). The
+behaviour params (the policy params mu the worker sampled each action from) are stored only for an
+update that corrects for policy lag (`A3CConfig.importance_clip`); otherwise params_size is 0.
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ import tensorflow as tf
 class SegmentLayout:
     """Layout of a segment for observation rows of `observation_rows` ((size, dtype) per storage dtype,
     as `ObservationCodec.row_layout` gives them) and actions of `action_shape` (() for Discrete,
-    (D,) for Box) with dtype `action_dtype`, and a recurrent state of parts [B, S_i] (`state_sizes`, none
-    for a feedforward network)."""
+    (D,) for Box) with dtype `action_dtype`, a recurrent state of parts [B, S_i] (`state_sizes`, none
+    for a feedforward network), and `params_size` columns of behaviour policy params (0: none)."""
 
     def __init__(self, observation_rows: Sequence[tuple[int, np.dtype]], action_shape: Sequence[int],
-                 action_dtype: tf.DType, state_sizes: Sequence[int] = ()):
+                 action_dtype: tf.DType, state_sizes: Sequence[int] = (), params_size: int = 0):
         self.observation_rows = [(int(size), np.dtype(dtype)) for size, dtype in observation_rows]
         self.action_shape = tuple(action_shape)
         self.action_dtype = tf.as_dtype(action_dtype)
@@ -37,9 +40,11 @@ class SegmentLayout:
         packed = [size for size, dtype in self.observation_rows if dtype == np.float32]
         self.obs_size = packed[0] if packed else 0
         self.action_size = math.prod(self.action_shape)
-        a = self.obs_size + self.action_size
+        self.params_size = int(params_size)
         self.observation = slice(0, self.obs_size)
-        self.action = slice(self.obs_size, a)
+        self.action = slice(self.obs_size, self.obs_size + self.action_size)
+        self.behaviour_params = slice(self.action.stop, self.action.stop + self.params_size)
+        a = self.behaviour_params.stop
         self.reward, self.terminated, self.truncated, self.valid = a, a + 1, a + 2, a + 3
         self.width = a + 4
         self.state_sizes = tuple(int(size) for size in state_sizes)
@@ -74,7 +79,7 @@ class SegmentLayout:
         """The arrays of a segment -> the segment as the learner takes it (see `Learner.update`):
         observation rows (a list of [T+1, B, F_g]), actions [T, B, *action], rewards [T, B],
         terminated / truncated / valid [T, B] bool; for a recurrent network its initial state (a list of
-        [B, S_i])."""
+        [B, S_i]); with behaviour params, behaviour_params [T, B, params_size]."""
         packed = segment[0]
         horizon, batch = packed.shape[0] - 1, packed.shape[1]
         steps = packed[:horizon]
@@ -88,4 +93,5 @@ class SegmentLayout:
             "truncated": steps[:, :, self.truncated] > 0.5,
             "valid": steps[:, :, self.valid] > 0.5,
             **({"initial_state": tf.split(segment[-1], self.state_sizes, axis=1)} if self.state_size else {}),
+            **({"behaviour_params": steps[:, :, self.behaviour_params]} if self.params_size else {}),
         }

@@ -23,8 +23,6 @@ from keras_a3c.acting import ActionSampler, LocalPolicy, compiled_params, numpy_
 from keras_a3c.callbacks import ProgressLogger
 from keras_a3c.envs import EnvSpec, make_vector_env
 from keras_a3c.observations import ObservationCodec
-from keras_a3c.recurrent import state_sizes
-from keras_a3c.segment import SegmentLayout
 from keras_a3c.workers import Worker
 
 if TYPE_CHECKING:
@@ -149,7 +147,7 @@ class Trainer:
         if not agent.optimizer.built:
             agent.optimizer.build(variables)  # slots exist before any thread can race to create them
         codec = ObservationCodec.for_space(self.observation_space, agent.network)
-        layout = SegmentLayout(codec.row_layout, sampler.shape, sampler.dtype, state_sizes(agent.network))
+        layout = agent.learner.segment_layout(codec, sampler)
         train_function = agent.learner.compile(layout, batch, self.action_space, codec)
         forward = numpy_forward(agent.network)
         tf_params = None if forward is not None else compiled_params(agent.network, codec, batch)
@@ -159,7 +157,7 @@ class Trainer:
             self.threads.append(
                 Worker(
                     worker_id=i,
-                    env=make_vector_env(self.env, batch),
+                    env=make_vector_env(self.env, batch, (self.observation_space, self.action_space)),
                     policy=LocalPolicy(forward, tf_params, sampler, codec),
                     train_function=train_function,
                     initial_weights=initial_weights,

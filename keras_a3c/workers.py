@@ -92,6 +92,7 @@ class Worker(threading.Thread):
         rewards, terminated, truncated, valid = (
             packed[:T, :, c] for c in (layout.reward, layout.terminated, layout.truncated, layout.valid)
         )
+        behaviour = packed[:T, :, layout.behaviour_params] if layout.params_size else None
         episode_return = np.zeros(B, np.float64)
         episode_length = np.zeros(B, np.int64)
         reset_pending = np.zeros(B, bool)  # NEXT_STEP autoreset: this step only resets these envs
@@ -109,7 +110,9 @@ class Worker(threading.Thread):
             for t in range(T):
                 for row, part in zip(observations, obs, strict=True):
                     row[t] = part
-                action, state = self.policy.sample(obs, self.rng, where, state)
+                action, params, state = self.policy.sample(obs, self.rng, where, state)
+                if behaviour is not None:
+                    behaviour[t] = params
                 raw, reward, term, trunc, _ = env.step(sampler.to_env(action))
                 obs = to_rows(raw)
                 vector_steps += 1

@@ -159,13 +159,24 @@ gym.register("IdentityOtherVector-v0", entry_point=IdentityEnv,
              vector_entry_point=lambda num_envs: OwnVector(num_envs, n=6))
 
 
-def test_an_ids_vector_env_is_used_only_where_it_batches_what_gym_make_gives():
+def test_an_ids_vector_env_is_used_only_where_it_batches_what_gym_make_gives(monkeypatch):
     own = keras_a3c.envs.make_vector_env("IdentityOwnVector-v0", 3)
     assert isinstance(own, OwnVector) and own.num_envs == 3
     # A vector entry point whose envs differ from gym.make's (as ale-py's ALE/<Game>-v5 preprocess the frames):
     # the workers step copies of what gym.make gives, the env the network was checked against.
     other = keras_a3c.envs.make_vector_env("IdentityOtherVector-v0", 3)
     assert not isinstance(other, OwnVector) and other.single_observation_space.shape == (4,)
+    # Spaces the caller already has are what the id's vector env is compared with; no env is built to ask.
+    probes = []
+    original = keras_a3c.envs.env_spaces
+    monkeypatch.setattr(keras_a3c.envs, "env_spaces", lambda env: probes.append(env) or original(env))
+    four, six = IdentityEnv(4), IdentityEnv(6)
+    assert isinstance(keras_a3c.envs.make_vector_env("IdentityOwnVector-v0", 3, (four.observation_space,
+                                                                                 four.action_space)), OwnVector)
+    assert not isinstance(keras_a3c.envs.make_vector_env("IdentityOwnVector-v0", 3, (six.observation_space,
+                                                                                     six.action_space)), OwnVector)
+    assert probes == []
+    monkeypatch.undo()
     agent = make_agent(IdentityEnv())
     history = agent.fit("IdentityOtherVector-v0", total_steps=2000, workers=2, envs_per_worker=3, verbose=0)
     assert np.isfinite(history.history["loss"]).all()

@@ -42,12 +42,15 @@ def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
 def test_cartpole_solve_smoke_run(tmp_path):
     out = tmp_path / "result.json"
     proc = run_script("cartpole_solve", "--seeds=1", "--max_steps=3000", "--max_seconds=30", "--env_rate_seconds=0.05",
-                      "--workers=2", f"--json={out}")
+                      "--workers=2", '--variant={"importance_clip": 1.0}', f"--json={out}")
     assert "| keras_a3c 2 workers | 0/1 |" in proc.stdout
     result = json.loads(out.read_text())
-    run = result["systems"]["keras_a3c 2 workers"]["runs"][0]
-    assert run["env_steps"] >= 3000 and run["episodes"] > 0 and run["peak_rss_mb"] > 0
-    assert run["train_traces"] == 1
+    for name in ("keras_a3c 2 workers", 'keras_a3c 2 workers {"importance_clip": 1.0}'):
+        run = result["systems"][name]["runs"][0]
+        assert run["env_steps"] >= 3000 and run["episodes"] > 0 and run["peak_rss_mb"] > 0
+        assert run["train_traces"] == 1
+    assert result["systems"]['keras_a3c 2 workers {"importance_clip": 1.0}']["config"]["overrides"] == {
+        "importance_clip": 1.0}
     assert {"single_env"} < set(result["env_steps_per_second"])  # and the vector env of one worker
 
 

@@ -31,6 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         ("hogwild", "yes", "hogwild"),
         ("entropy_decay_updates", -1, "entropy_decay_updates must be an integer >= 0, got -1"),
         ("entropy_decay_updates", 2.5, "entropy_decay_updates"),
+        ("importance_clip", 0.0, "importance_clip must be > 0 or None, got 0.0"),
+        ("importance_clip", float("nan"), "importance_clip"),
     ],
 )
 def test_a_bad_setting_is_named_when_the_config_is_made(field, value, message):

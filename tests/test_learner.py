@@ -1,14 +1,15 @@
 """The learner: its decaying entropy bonus (the schedule, eagerly and under tf.function, and the update it weights),
-and the update compiled with XLA."""
+the update compiled with XLA, and the importance weights that correct for policy lag."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from envs import IdentityEnv
+from envs import ContinuousIdentityEnv, IdentityEnv
 
 import keras_a3c
 from keras_a3c.config import A3CConfig
+from keras_a3c.distributions import Categorical
 from keras_a3c.learner import UPDATE_LOGS, Learner
 from keras_a3c.metrics import RunningMeans
 from keras_a3c.observations import ObservationCodec
@@ -109,3 +110,60 @@ def test_the_update_compiled_with_xla_is_the_update():
     assert float(loss_xla) == pytest.approx(float(loss), rel=1e-4)
     initial = make_learner(A3CConfig()).network.get_weights()  # the same seed's weights before the updates
     assert not np.allclose(flat, np.concatenate([w.reshape(-1) for w in initial]), atol=1e-3)
+
+
+def identity_segment(spec, horizon: int = 5, batch: int = 3, seed: int = 0) -> dict[str, tf.Tensor]:
+    """A segment of random steps of `spec`'s spaces (no episode ends)."""
+    rng = np.random.default_rng(seed)
+    n = spec.observation_space.shape[0]
+    observations = rng.normal(size=(horizon + 1, batch, n)).astype(np.float32)
+    actions = np.stack([[spec.action_space.sample() for _ in range(batch)] for _ in range(horizon)])
+    return {
+        "observations": tf.constant(observations),
+        "actions": tf.constant(actions),
+        "rewards": tf.constant(rng.random((horizon, batch)), tf.float32),
+        "terminated": tf.zeros((horizon, batch), tf.bool),
+        "truncated": tf.zeros((horizon, batch), tf.bool),
+        "valid": tf.ones((horizon, batch), tf.bool),
+    }
+
+
+@pytest.mark.parametrize("spec", [IdentityEnv(), ContinuousIdentityEnv(dim=2)], ids=["categorical", "gaussian"])
+def test_importance_weights_of_one_leave_the_update_as_it_was(spec):
+    """Behaviour params equal to the network's: pi / mu = 1, the corrected gradient is the paper's."""
+    segment = identity_segment(spec)
+
+    def gradients(config):
+        keras.utils.set_random_seed(0)
+        network = keras_a3c.actor_critic_mlp(spec.observation_space, spec.action_space, (8,))
+        learner = Learner(network, None, config, RunningMeans(UPDATE_LOGS))
+        params, _ = network(tf.reshape(segment["observations"][:-1], [15, -1]))
+        grads, _, _ = learner.gradients({**segment, "behaviour_params": tf.reshape(params, [5, 3, -1])},
+                                        spec.action_space)
+        return np.concatenate([g.numpy().reshape(-1) for g in grads])
+
+    np.testing.assert_allclose(gradients(A3CConfig(n_steps=5, importance_clip=1.0)),
+                               gradients(A3CConfig(n_steps=5)), atol=1e-6)
+
+
+def test_importance_weights_scale_each_steps_policy_term_by_pi_over_mu():
+    """A behaviour policy that was sure of every action it took (mu(a_t|s_t) ~ 1): each step's policy-gradient
+    term is weighted by rho_t = pi(a_t|s_t); the value and entropy terms are unchanged."""
+    horizon, batch, n = 5, 3, 15
+    segment = identity_segment(SPEC, horizon, batch)
+    sure = 30.0 * tf.one_hot(segment["actions"], 4)
+    logs = {}
+    for clip in (None, 1.0):
+        learner = make_learner(A3CConfig(n_steps=horizon, gae_lambda=1.0, importance_clip=clip))
+        _, logs[clip], _ = learner.gradients({**segment, "behaviour_params": sure}, SPEC.action_space)
+    params, values = learner.network(tf.reshape(segment["observations"], [(horizon + 1) * batch, -1]))
+    values = tf.reshape(values, [horizon + 1, batch])
+    returns = keras_a3c.losses.n_step_returns(segment["rewards"], segment["terminated"], segment["truncated"],
+                                              values[1:], 0.99)
+    advantages = tf.reshape(returns - values[:-1], [n])
+    log_pi = Categorical(params[:n]).log_prob(tf.reshape(segment["actions"], [n]))
+    assert float(logs[None]["policy_loss"]) == pytest.approx(float(tf.reduce_mean(-log_pi * advantages)), rel=1e-4)
+    assert float(logs[1.0]["policy_loss"]) == pytest.approx(
+        float(tf.reduce_mean(-log_pi * advantages * tf.exp(log_pi))), rel=1e-4)
+    for name in ("value_loss", "entropy"):
+        assert float(logs[1.0][name]) == pytest.approx(float(logs[None][name]), rel=1e-6)

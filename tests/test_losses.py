@@ -493,3 +493,26 @@ def test_action_bound_loss_checks_shapes():
         losses.action_bound_loss(tf.zeros([3, 2]), tf.zeros([3]), tf.ones([3]))
     with pytest.raises(ValueError, match="low and high"):
         losses.action_bound_loss(tf.zeros([3, 2]), tf.zeros([2]), tf.ones([3]))
+
+
+def test_truncated_importance_weights_by_hand(run):
+    log_pi = tf.math.log(tf.constant([0.5, 0.25, 0.9, 1e-30]))
+    log_mu = tf.math.log(tf.constant([0.25, 0.5, 0.3, 1.0]))
+    np.testing.assert_allclose(run(losses.truncated_importance_weights, log_pi, log_mu, clip=1.0),
+                               [1.0, 0.5, 1.0, 1e-30], rtol=1e-5)
+    np.testing.assert_allclose(run(losses.truncated_importance_weights, log_pi, log_mu, clip=2.5),
+                               [2.0, 0.5, 2.5, 1e-30], rtol=1e-5)
+    # pi >> mu does not overflow on the way to the clip.
+    np.testing.assert_allclose(run(losses.truncated_importance_weights, tf.constant([0.0]), tf.constant([-200.0]),
+                                   clip=1.0), [1.0])
+
+
+def test_truncated_importance_weights_are_constants_and_check_their_inputs():
+    log_pi = tf.Variable([math.log(0.5), math.log(0.25)])
+    with tf.GradientTape() as tape:
+        rho = losses.truncated_importance_weights(log_pi, tf.constant([math.log(0.25), math.log(0.5)]), 1.0)
+    assert tape.gradient(rho, log_pi) is None
+    with pytest.raises(ValueError, match="log_pi and behaviour_log_pi"):
+        losses.truncated_importance_weights(tf.zeros([3]), tf.zeros([1]), 1.0)
+    with pytest.raises(ValueError, match="clip must be > 0"):
+        losses.truncated_importance_weights(tf.zeros([3]), tf.zeros([3]), 0.0)

@@ -21,7 +21,6 @@ from keras_a3c.learner import UPDATE_LOGS, Learner
 from keras_a3c.metrics import RunningMeans
 from keras_a3c.observations import ObservationCodec
 from keras_a3c.ray_backend import RayBackend
-from keras_a3c.segment import SegmentLayout
 
 ray = pytest.importorskip("ray")
 
@@ -77,14 +76,15 @@ def no_actor_processes(timeout: float = 10.0) -> bool:
 # ---------------------------------------------------------------- the update, split across processes
 
 
-def test_gradients_applied_elsewhere_make_the_threads_update(monkeypatch):
+@pytest.mark.parametrize("importance_clip", [None, 1.0])
+def test_gradients_applied_elsewhere_make_the_threads_update(importance_clip, monkeypatch):
     """compile_gradients on a replica, then compile_apply on the shared model == the compiled update (weights,
-    observation statistics and optimizer step alike)."""
+    observation statistics and optimizer step alike), with and without the behaviour params in the segment."""
     segments = record_segments(monkeypatch)
     spec = IdentityEnv()
     make = lambda: keras_a3c.actor_critic_mlp(spec.observation_space, spec.action_space, (16,))  # noqa: E731
     agent = keras_a3c.A3C(make())
-    agent.compile(keras.optimizers.Adam(1e-2), max_grad_norm=0.5)
+    agent.compile(keras.optimizers.Adam(1e-2), max_grad_norm=0.5, importance_clip=importance_clip)
     agent.fit(IdentityEnv, total_steps=200, workers=1, envs_per_worker=4, verbose=0, seed=0)
     segment = segments[-1]
 
@@ -95,10 +95,11 @@ def test_gradients_applied_elsewhere_make_the_threads_update(monkeypatch):
         learner.optimizer.build(network.trainable_variables)
         codec = ObservationCodec.for_space(spec.observation_space, network)
         sampler = ActionSampler(spec.action_space)
-        return learner, SegmentLayout(codec.row_layout, sampler.shape, sampler.dtype), codec
+        return learner, learner.segment_layout(codec, sampler), codec
 
     weights = agent.network.get_weights()
     threads, layout, codec = learner(weights)
+    assert layout.params_size == (0 if importance_clip is None else 4)
     expected = threads.compile(layout, 4, spec.action_space, codec)(segment)
     replica, _, _ = learner(weights)
     shared, _, _ = learner(weights)

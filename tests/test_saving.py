@@ -339,7 +339,8 @@ def test_a_save_of_an_unknown_format_version_names_it(tmp_path):
     shutil.copytree(os.path.join(DATA, "agent_format_1"), path)
     config = json.loads((path / "agent.json").read_text())
     (path / "agent.json").write_text(json.dumps({**config, "format_version": 99}))
-    with pytest.raises(ValueError, match="format version 99; this keras_a3c reads versions 1 to 5"):
+    with pytest.raises(ValueError, match=f"format version 99; this keras_a3c reads versions 1 to "
+                                         f"{saving.FORMAT_VERSION}"):
         keras_a3c.load(path)
 
 
@@ -359,7 +360,7 @@ def test_a_save_of_format_version_3_loads_without_reward_clipping(tmp_path):
     """Format 4 added `clip_raw_rewards`; a version 3 save (which has no such setting) trains as it did."""
     path = make_agent(clip_raw_rewards=1.0).save(tmp_path / "agent")
     config = json.loads(open(os.path.join(path, "agent.json")).read())
-    assert config["compile"]["clip_raw_rewards"] == 1.0 and config["format_version"] == 5
+    assert config["compile"]["clip_raw_rewards"] == 1.0 and config["format_version"] == saving.FORMAT_VERSION
     del config["compile"]["clip_raw_rewards"]
     with open(os.path.join(path, "agent.json"), "w") as f:
         json.dump({**config, "format_version": 3}, f)
@@ -375,3 +376,14 @@ def test_a_save_keeps_xla_for_the_update_and_one_of_format_version_4_loads_witho
     with open(os.path.join(path, "agent.json"), "w") as f:
         json.dump({**config, "format_version": 4}, f)
     assert keras_a3c.load(path).config.jit_compile is False
+
+
+def test_a_save_keeps_the_importance_clip_and_one_of_format_version_5_loads_without_it(tmp_path):
+    """Format 6 added `importance_clip`; a version 5 save (which has no such setting) trains as it did."""
+    path = make_agent(importance_clip=1.0).save(tmp_path / "agent")
+    assert keras_a3c.load(path).config.importance_clip == 1.0
+    config = json.loads(open(os.path.join(path, "agent.json")).read())
+    del config["compile"]["importance_clip"]
+    with open(os.path.join(path, "agent.json"), "w") as f:
+        json.dump({**config, "format_version": 5}, f)
+    assert keras_a3c.load(path).config.importance_clip is None
