@@ -87,7 +87,8 @@ class Learner:
           segment: observations [T+1, B, *obs] (row T is the bootstrap observation), actions
             [T, B] (Discrete) or [T, B, D] (Box), rewards [T, B], terminated [T, B], truncated
             [T, B] and valid [T, B] (see `keras_a3c.segment`); for a recurrent network also
-            initial_state, a list of [B, S_i] (see `keras_a3c.recurrent`).
+            initial_state, a list of [B, S_i] (see `keras_a3c.recurrent`); with `config.importance_clip`
+            also behaviour_params [T, B, P], the params each action was sampled from.
           action_space: the env's action space.
           codec: given, the observations are rows (a list of [T+1, B, F_g], one per storage dtype, see
             `keras_a3c.observations`) that it gives back to the network in the observation space's

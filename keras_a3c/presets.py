@@ -148,11 +148,12 @@ DEFAULTS = Preset(
     steps_per_epoch=10_000,
 )
 
-# Faster on CartPole than the defaults (no normalisation, n-step returns, a decaying Adam).
+# Faster on CartPole than the defaults (no normalisation, n-step returns, a decaying Adam). The importance
+# weights keep its large learning rate from collapsing the policy (docs/performance.md).
 CARTPOLE = Preset(
     env="CartPole-v1",
     config=A3CConfig(n_steps=5, gamma=0.98, entropy_coef=0.02, value_coef=0.5, max_grad_norm=5.0, gae_lambda=1.0,
-                     normalize_rewards=False),
+                     normalize_rewards=False, importance_clip=1.0),
     learning_rate=4e-3,
     learning_rate_decay_updates=6000,
     epsilon=1e-5,
