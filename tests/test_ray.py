@@ -20,7 +20,7 @@ from keras_a3c.acting import ActionSampler
 from keras_a3c.learner import UPDATE_LOGS, Learner
 from keras_a3c.metrics import RunningMeans
 from keras_a3c.observations import ObservationCodec
-from keras_a3c.ray_backend import RayBackend
+from keras_a3c.ray_backend import RayBackend, RayTrainer
 
 ray = pytest.importorskip("ray")
 
@@ -49,15 +49,14 @@ def make_agent() -> keras_a3c.A3C:
     return agent
 
 
-def actor_processes(parent: int | None = None) -> list[int]:
-    """The live processes that run a keras_a3c Ray actor (Ray titles them ray::ActorLearner...), only the
-    children of process `parent` if given (a node's raylet starts its workers)."""
+def actor_processes() -> list[int]:
+    """The live processes that run a keras_a3c Ray actor (Ray titles them ray::ActorLearner...)."""
     found = []
     for entry in os.listdir("/proc"):
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as cmdline, open(f"/proc/{entry}/stat") as stat:
-                state, ppid = stat.read().rsplit(")", 1)[1].split()[:2]
-                if b"ActorLearner" in cmdline.read() and state != "Z" and parent in (None, int(ppid)):
+                state = stat.read().rsplit(")", 1)[1].split()[0]
+                if b"ActorLearner" in cmdline.read() and state != "Z":
                     found.append(int(entry))
         except (OSError, ValueError, IndexError):
             continue
@@ -167,23 +166,39 @@ def cluster():
     cluster.shutdown()
 
 
-class RemoveNode(keras.callbacks.Callback):
-    """Removes the cluster's worker node and kills the actors that ran there once `after` env steps are
-    taken, and frees the head node's CPU that `placeholder` held (so an actor that died can be restarted
-    there); stops the fit once every actor has taken `then` more env steps since (so the ones that died
-    have been restarted and worked on)."""
+def where(actor) -> tuple[int, str]:
+    """(process id, node id) of a Ray actor, asked of the actor itself."""
 
-    def __init__(self, cluster, node, placeholder, after: int, then: int):
+    def ask(_):
+        import os
+
+        import ray
+
+        return os.getpid(), ray.get_runtime_context().get_node_id()
+
+    return ray.get(actor.__ray_call__.remote(ask), timeout=60)
+
+
+class RemoveNode(keras.callbacks.Callback):
+    """Removes the cluster's worker node and kills the fit's actors that ran there (`trainers[0].actors`, the
+    RayTrainer of the fit) once `after` env steps are taken, and frees the head node's CPU that `placeholder`
+    held (so an actor that died can be restarted there); stops the fit once every actor has taken `then` more
+    env steps since (so the ones that died have been restarted and worked on)."""
+
+    def __init__(self, cluster, node, placeholder, trainers: list, after: int, then: int):
         super().__init__()
         self.cluster, self.node, self.placeholder, self.after, self.then = cluster, node, placeholder, after, then
+        self.trainers = trainers
         self.steps_at_removal: list[int] | None = None
         self.killed: list[int] = []
 
     def on_train_batch_end(self, batch, logs=None):
         steps = list(self.model.training_state.worker_steps)
         if self.steps_at_removal is None and logs["env_steps"] >= self.after:
-            self.killed = actor_processes(parent=self.node.all_processes["raylet"][0].process.pid)
-            assert self.killed, "no actor ran on the node to remove"
+            (trainer,) = self.trainers
+            located = [where(actor) for actor in trainer.actors]
+            self.killed = [pid for pid, node in located if node == self.node.node_id]
+            assert self.killed, f"no actor ran on the node to remove: {located}"
             self.cluster.remove_node(self.node, allow_graceful=False)
             # A machine that is lost takes its processes with it (a raylet's workers may outlive it a while).
             for pid in self.killed:
@@ -254,13 +269,17 @@ def test_learns_on_a_cluster_with_the_thread_backends_logs_and_counters(cluster)
     assert no_actor_processes()
 
 
-def test_a_node_removed_mid_run_is_survived(cluster, caplog):
+def test_a_node_removed_mid_run_is_survived(cluster, caplog, monkeypatch):
     head, worker = cluster
     agent = make_agent()
+    trainers = []
+    init = RayTrainer.__init__
+    monkeypatch.setattr(RayTrainer, "__init__", lambda self, *args, **kwargs: (trainers.append(self),
+                                                                                 init(self, *args, **kwargs))[1])
     # With one of the head node's two CPUs held, at least one of the two 1-CPU actors runs on the worker node
     # (SPREAD scheduling is only a preference).
     wait_for_free_cpus(4)
-    remove = RemoveNode(head, worker, hold_a_cpu_of(head.head_node), after=8_000, then=4_000)
+    remove = RemoveNode(head, worker, hold_a_cpu_of(head.head_node), trainers, after=8_000, then=4_000)
     history = agent.fit(IdentityEnv, total_steps=10**7, workers=2, envs_per_worker=8, verbose=0, seed=2,
                         callbacks=[remove], backend=RayBackend(actors=2, segments_per_message=1))
     # The actor on the removed node died, was restarted on the head node, and both went on.
