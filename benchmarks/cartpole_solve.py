@@ -35,7 +35,7 @@ from common import (  # noqa: E402
     ENV_ID,
     SOLVED_AT,
     WINDOW,
-    default_agent,
+    cartpole_preset,
     fmt,
     in_subprocess,
     preset,
@@ -81,16 +81,16 @@ def run_keras_a3c(seed: int, max_seconds: float, max_steps: int, workers: int | 
 
     import keras_a3c
 
-    workers = workers or preset("cartpole").workers
+    cartpole = cartpole_preset(hogwild, overrides)
     start = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    agent = default_agent(hogwild, overrides)
+    agent = cartpole.make_agent()
     fit_start = time.perf_counter()
     history = agent.fit(
         ENV_ID,
         total_steps=max_steps,
-        workers=workers,
-        envs_per_worker=overrides.get("envs_per_worker", preset("cartpole").envs_per_worker),
+        workers=workers or cartpole.workers,
+        envs_per_worker=cartpole.envs_per_worker,
         seed=seed,
         verbose=0,
         callbacks=[keras_a3c.StopOnMeanReturn(SOLVED_AT, min_episodes=WINDOW), stop_at_seconds(max_seconds)],

@@ -40,17 +40,21 @@ def preset(name: str):
     return presets.get(name)
 
 
-def default_agent(hogwild: bool | None = None, overrides: dict | None = None):
-    """The agent of `examples/cartpole.py` with its defaults (`keras_a3c.presets.CARTPOLE`), built on this thread;
-    `overrides` changes preset fields (e.g. learning_rate) and A3CConfig fields (e.g. max_grad_norm)."""
+def cartpole_preset(hogwild: bool | None = None, overrides: dict | None = None):
+    """The settings of `examples/cartpole.py` (`keras_a3c.presets.CARTPOLE`); `overrides` changes preset fields
+    (e.g. learning_rate, envs_per_worker) and A3CConfig fields (e.g. importance_clip)."""
     cartpole = preset("cartpole")
     overrides = dict(overrides or {})
     if hogwild is not None:
         overrides["hogwild"] = hogwild
     fields = {f.name for f in dataclasses.fields(cartpole)}
     config = cartpole.config.replace(**{k: v for k, v in overrides.items() if k not in fields})
-    cartpole = dataclasses.replace(cartpole, config=config, **{k: v for k, v in overrides.items() if k in fields})
-    return cartpole.make_agent()
+    return dataclasses.replace(cartpole, config=config, **{k: v for k, v in overrides.items() if k in fields})
+
+
+def default_agent():
+    """The agent of `examples/cartpole.py` with its defaults, built on this thread."""
+    return cartpole_preset().make_agent()
 
 
 def solve_point(

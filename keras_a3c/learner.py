@@ -133,14 +133,13 @@ class Learner:
                 taken = tf.reshape(actions, [n, *actions.shape[2:]])
                 log_pi = pi.log_prob(taken)
                 values, returns = tf.reshape(values[:horizon], [n]), tf.reshape(returns, [n])
-                policy_advantages = None
+                policy_advantages = losses.advantages(returns, values)
                 if config.normalize_advantages:
-                    policy_advantages = losses.normalized(losses.advantages(returns, values), mask)
+                    policy_advantages = losses.normalized(policy_advantages, mask)
                 if config.importance_clip is not None:  # the workers acted with mu, a policy some updates old
                     mu = distribution.from_params(tf.reshape(segment["behaviour_params"], [n, -1]))
-                    rho = losses.truncated_importance_weights(log_pi, mu.log_prob(taken), config.importance_clip)
-                    policy_advantages = rho * (losses.advantages(returns, values) if policy_advantages is None
-                                               else policy_advantages)
+                    policy_advantages *= losses.truncated_importance_weights(log_pi, mu.log_prob(taken),
+                                                                             config.importance_clip)
                 terms = losses.actor_critic_loss(
                     log_pi=log_pi,
                     entropies=pi.entropy(),
