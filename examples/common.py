@@ -98,6 +98,9 @@ def define_flags(preset: Preset, flag_values: flags.FlagValues = FLAGS) -> None:
     # Stopping, evaluation and what is written.
     flags.DEFINE_float("target_return", d["target_return"], "Stop once the mean of the last 100 training returns "
                        "reaches this.", **fv)
+    flags.DEFINE_integer("target_eval_episodes", d["target_eval_episodes"], "If > 0, the greedy policy must "
+                         "reach --target_return too, over this many episodes (played with the updates paused), "
+                         "before training stops; 0: the training mean alone.", lower_bound=0, **fv)
     flags.DEFINE_integer("eval_episodes", d["eval_episodes"], "Deterministic-policy evaluation episodes after "
                          "training.", lower_bound=0, **fv)
     flags.DEFINE_integer("steps_per_epoch", d["steps_per_epoch"], "Env steps per Keras epoch (one History row).",
@@ -178,6 +181,7 @@ def settings() -> Preset:
         envs_per_worker=FLAGS.envs_per_worker,
         total_steps=FLAGS.total_steps,
         target_return=FLAGS.target_return,
+        target_eval_episodes=FLAGS.target_eval_episodes,
         eval_episodes=FLAGS.eval_episodes,
         steps_per_epoch=FLAGS.steps_per_epoch,
     )
@@ -210,7 +214,7 @@ def train(agent: keras_a3c.A3C, preset: Preset) -> keras.callbacks.History | Non
         print(f"nothing to train: the checkpoint has {first_step:,} env steps, --total_steps is "
               f"{preset.total_steps:,}")
         return None
-    callbacks: list[keras.callbacks.Callback] = [keras_a3c.StopOnMeanReturn(preset.target_return)]
+    callbacks: list[keras.callbacks.Callback] = [preset.stop_on_target(verbose=FLAGS.verbose)]
     checkpoint = None
     if FLAGS.checkpoint_dir:
         checkpoint = keras_a3c.Checkpoint(FLAGS.checkpoint_dir, every_steps=FLAGS.checkpoint_every_steps,

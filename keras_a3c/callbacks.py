@@ -13,6 +13,7 @@ import time
 import keras
 
 from keras_a3c import saving
+from keras_a3c.envs import EnvSpec
 from keras_a3c.files import staging_prefix
 
 _SHOWN = ("episode_return", "entropy", "steps_per_second")
@@ -27,28 +28,62 @@ class StopOnMeanReturn(keras.callbacks.Callback):
     """Stop training once the mean return of recent episodes reaches `target`.
 
     The mean is over the last 100 finished training episodes (the `episode_return`
-    log); `min_episodes` finished episodes are required first.
+    log); `min_episodes` finished episodes are required first. That is the sampling policy's
+    return; the greedy policy can score less while the two still differ. With `eval_env`, a
+    training mean at the target also plays `eval_episodes` episodes of the greedy policy
+    (`A3C.evaluate`, env seeds from `eval_seed`) with the updates paused (unless hogwild), and
+    training stops only if their mean reaches `target` too; if not, training goes on and the
+    next check comes after `min_episodes` more finished episodes (at least one).
+
+    Attributes:
+      stopped_at: the logs when the target was reached (with `greedy_return` when `eval_env`
+        is given), or None.
+      evaluations: (env steps, greedy mean return) of every greedy check, in order.
     """
 
-    def __init__(self, target: float, min_episodes: int = 100, verbose: int = 0):
+    def __init__(self, target: float, min_episodes: int = 100, verbose: int = 0, eval_env: EnvSpec | None = None,
+                 eval_episodes: int = 20, eval_seed: int = 20_000):
         super().__init__()
+        if not (isinstance(eval_episodes, int) and eval_episodes >= 1):
+            raise ValueError(f"eval_episodes must be an integer >= 1, got {eval_episodes!r}")
         self.target = target
         self.min_episodes = min_episodes
         self.verbose = verbose
+        self.eval_env = eval_env
+        self.eval_episodes = eval_episodes
+        self.eval_seed = eval_seed
         self.stopped_at: dict | None = None
+        self.evaluations: list[tuple[int, float]] = []
+        self._check_at = min_episodes  # finished episodes before the next look at the mean
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        logs = logs or {}
-        mean_return = logs.get("episode_return", math.nan)
-        if logs.get("episodes", 0) >= self.min_episodes and mean_return >= self.target:
+        if self.stopped_at is not None:
             self.model.stop_training = True
-            if self.stopped_at is None:
-                self.stopped_at = dict(logs)
+            return
+        logs = logs or {}
+        episodes = logs.get("episodes", 0)
+        mean_return = logs.get("episode_return", math.nan)
+        if episodes < self._check_at or not mean_return >= self.target:
+            return
+        steps = int(logs.get("env_steps", 0))
+        if self.eval_env is not None:
+            with self.model.paused_updates():
+                greedy, _ = self.model.evaluate(self.eval_env, episodes=self.eval_episodes, deterministic=True,
+                                                seed=self.eval_seed)
+            self.evaluations.append((steps, greedy))
+            if not greedy >= self.target:
+                self._check_at = episodes + max(self.min_episodes, 1)
                 if self.verbose:
-                    print(
-                        f"\nStopOnMeanReturn: mean return {mean_return:.1f} >= {self.target} "
-                        f"after {logs.get('env_steps', 0):,} env steps"
-                    )
+                    print(f"\nStopOnMeanReturn: training mean {mean_return:.1f} >= {self.target}, greedy policy "
+                          f"{greedy:.1f} over {self.eval_episodes} episodes: training on")
+                return
+            logs = {**logs, "greedy_return": greedy}
+        self.model.stop_training = True
+        self.stopped_at = dict(logs)
+        if self.verbose:
+            greedy_part = "" if self.eval_env is None else f", greedy policy {logs['greedy_return']:.1f}"
+            print(f"\nStopOnMeanReturn: mean return {mean_return:.1f}{greedy_part} >= {self.target} "
+                  f"after {steps:,} env steps")
 
 
 class ProgressLogger(keras.callbacks.Callback):

@@ -16,6 +16,7 @@ import gymnasium as gym
 import keras
 
 from keras_a3c.agent import A3C
+from keras_a3c.callbacks import StopOnMeanReturn
 from keras_a3c.config import A3CConfig, decay_to_a_tenth
 from keras_a3c.envs import env_spaces
 from keras_a3c.networks import CNN_ARCHITECTURES, STD_PARAMETERISATIONS, actor_critic_cnn, actor_critic_mlp
@@ -48,6 +49,8 @@ class Preset:
       envs_per_worker: envs each worker steps as one batch.
       total_steps: env steps to train for.
       target_return: stop once the mean return of the last 100 training episodes reaches this.
+      target_eval_episodes: if > 0, the greedy policy must reach `target_return` too, over this many
+        episodes, before training stops (`StopOnMeanReturn`'s `eval_episodes`); 0: the training mean alone.
       eval_episodes: episodes of the greedy evaluation after training.
       steps_per_epoch: env steps per Keras epoch (one History row).
     """
@@ -68,6 +71,7 @@ class Preset:
     envs_per_worker: int = 8
     total_steps: int = 1_000_000
     target_return: float = float("inf")
+    target_eval_episodes: int = 0
     eval_episodes: int = 100
     steps_per_epoch: int = 10_000
 
@@ -81,9 +85,10 @@ class Preset:
         if self.std not in STD_PARAMETERISATIONS:
             raise ValueError(f"std must be one of {STD_PARAMETERISATIONS}, got {self.std!r}")
         for name in ("workers", "envs_per_worker", "total_steps", "steps_per_epoch", "learning_rate_decay_updates",
-                     "eval_episodes", "lstm_units"):
+                     "eval_episodes", "target_eval_episodes", "lstm_units"):
             value = getattr(self, name)
-            low = 0 if name in ("learning_rate_decay_updates", "eval_episodes", "lstm_units") else 1
+            low = 0 if name in ("learning_rate_decay_updates", "eval_episodes", "target_eval_episodes",
+                                "lstm_units") else 1
             if not (isinstance(value, int) and value >= low):
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
         if not (self.hidden_units and all(isinstance(u, int) and u >= 1 for u in self.hidden_units)):
@@ -118,6 +123,12 @@ class Preset:
         """The preset's `A3C.fit` arguments besides the env and the step budget."""
         return {"workers": self.workers, "envs_per_worker": self.envs_per_worker,
                 "steps_per_epoch": self.steps_per_epoch}
+
+    def stop_on_target(self, verbose: int = 0) -> StopOnMeanReturn:
+        """The callback that ends a fit at `target_return` (and, with `target_eval_episodes`, a greedy policy
+        that reaches it too)."""
+        greedy = {"eval_env": self.env, "eval_episodes": self.target_eval_episodes} if self.target_eval_episodes else {}
+        return StopOnMeanReturn(self.target_return, verbose=verbose, **greedy)
 
     def flags(self) -> dict[str, Any]:
         """The preset as flat flag values, {flag name: value}, as the examples' flags and the
@@ -161,6 +172,7 @@ CARTPOLE = Preset(
     envs_per_worker=24,
     total_steps=1_000_000,
     target_return=495.0,
+    target_eval_episodes=20,
     eval_episodes=100,
     steps_per_epoch=20_000,
 )

@@ -1,6 +1,7 @@
 """A3C.fit / evaluate / predict: behaviour, callbacks, threads and errors."""
 
 import csv
+import itertools
 import threading
 import time
 
@@ -118,6 +119,46 @@ def test_stop_on_mean_return_callback():
                         callbacks=[stopper])
     assert stopper.stopped_at is not None and stopper.stopped_at["episode_return"] >= 1.0
     assert history.history["env_steps"][-1] < 1_000_000
+
+
+def test_stop_on_mean_return_with_a_greedy_check_trains_on_while_the_greedy_policy_falls_short():
+    agent = make_agent(IdentityEnv())
+    updates_seen: list[tuple[int, int]] = []
+
+    def unrewarding_env():
+        # The greedy policy scores 0 here, so no check passes. Each step notes the update count, which must
+        # not move while a check plays: the updates are paused.
+        def reward(r):
+            updates_seen.append((len(stopper.evaluations), int(agent.optimizer.iterations)))
+            return 0.0
+
+        return gym.wrappers.TransformReward(IdentityEnv(), reward)
+
+    stopper = keras_a3c.StopOnMeanReturn(target=1.0, min_episodes=50, eval_env=unrewarding_env, eval_episodes=32)
+    history = agent.fit(IdentityEnv, total_steps=30_000, workers=2, envs_per_worker=4, verbose=0,
+                        callbacks=[stopper])
+    assert stopper.stopped_at is None
+    assert history.history["env_steps"][-1] >= 30_000
+    assert len(stopper.evaluations) >= 2 and all(greedy == 0.0 for _, greedy in stopper.evaluations)
+    # The next check waits for 50 more finished episodes (10 steps each; at most 8 were under way).
+    steps = [step for step, _ in stopper.evaluations]
+    assert all(later - earlier >= (50 - 8) * 10 for earlier, later in itertools.pairwise(steps))
+    per_check = {check: {updates for c, updates in updates_seen if c == check} for check, _ in updates_seen}
+    assert len(per_check) == len(stopper.evaluations)
+    assert all(len(updates) == 1 for updates in per_check.values())
+    assert len(set().union(*per_check.values())) > 1  # and between checks training went on
+
+
+def test_stop_on_mean_return_with_a_greedy_check_stops_when_the_greedy_policy_reaches_the_target():
+    agent = make_agent(IdentityEnv())
+    stopper = keras_a3c.StopOnMeanReturn(target=1.0, min_episodes=20, eval_env=IdentityEnv, eval_episodes=8)
+    history = agent.fit(IdentityEnv, total_steps=1_000_000, workers=2, envs_per_worker=4, verbose=0,
+                        callbacks=[stopper])
+    assert stopper.stopped_at is not None and stopper.stopped_at["greedy_return"] >= 1.0
+    assert stopper.evaluations[-1][1] == stopper.stopped_at["greedy_return"]
+    assert history.history["env_steps"][-1] < 1_000_000
+    with pytest.raises(ValueError, match="eval_episodes"):
+        keras_a3c.StopOnMeanReturn(target=1.0, eval_env=IdentityEnv, eval_episodes=0)
 
 
 def test_identity_env_learns_within_seconds():

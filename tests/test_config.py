@@ -106,6 +106,15 @@ def test_unknown_presets_and_bad_preset_values_are_named():
         dataclasses.replace(presets.CARTPOLE, workers=0)
     with pytest.raises(ValueError, match="hidden_units"):
         dataclasses.replace(presets.CARTPOLE, hidden_units=())
+    with pytest.raises(ValueError, match="target_eval_episodes"):
+        dataclasses.replace(presets.CARTPOLE, target_eval_episodes=-1)
+
+
+def test_a_preset_stops_on_its_target_with_its_greedy_check():
+    stop = presets.CARTPOLE.stop_on_target(verbose=1)
+    assert (stop.target, stop.eval_env, stop.eval_episodes, stop.verbose) == (495.0, "CartPole-v1", 20, 1)
+    stop = presets.PENDULUM.stop_on_target()
+    assert (stop.target, stop.eval_env) == (-175.0, None)
 
 
 def _imports(path: str, package: str) -> set[str]:

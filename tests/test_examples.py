@@ -22,10 +22,14 @@ def run_example(*args, example=EXAMPLE):
 def test_cartpole_example_trains_evaluates_and_exports(tmp_path):
     export_dir = tmp_path / "policy"
     curve = tmp_path / "plots" / "curve.png"
-    out = run_example("--workers=2", "--envs_per_worker=4", "--total_steps=3000", "--eval_episodes=3",
-                      "--steps_per_epoch=1000", "--verbose=2", f"--export_dir={export_dir}", f"--plot={curve}")
+    # A target the training mean of a random policy (~22) and the greedy one (>= 8) both reach: the run
+    # stops after its greedy check, once 100 episodes have ended (~2,200 env steps).
+    out = run_example("--workers=2", "--envs_per_worker=4", "--total_steps=10000", "--eval_episodes=3",
+                      "--target_return=5", "--target_eval_episodes=3", "--steps_per_epoch=1000", "--verbose=2",
+                      f"--export_dir={export_dir}", f"--plot={curve}")
     assert out.returncode == 0, out.stderr
     assert "env_steps" in out.stdout and "steps_per_second" in out.stdout
+    assert "StopOnMeanReturn: mean return" in out.stdout and ", greedy policy" in out.stdout
     assert "deterministic policy over 3 episodes" in out.stdout
     assert (export_dir / "saved_model.pb").exists()
     assert f"wrote learning curves to {curve}" in out.stdout
