@@ -2,17 +2,19 @@
 
     python examples/atari.py --checkpoint_dir /tmp/pong_run --total_steps 2000000
     python benchmarks/learning_curve.py --checkpoint_dir /tmp/pong_run --every 100000 \\
-        --json benchmarks/results/atari_pong.json
+        --json benchmarks/results/atari_pong.json --plot docs/pong_curve.png
 
 Prints, every `--every` env steps, the mean return of the last 100 finished training episodes, the
 training seconds and the env steps per second since the previous point; writes them with the run's
-totals to `--json`.
+totals to `--json`, and with `--plot` draws every episode of the run (over all its resumed sittings) as
+`keras_a3c.plot_history` does.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import types
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,6 +28,7 @@ flags.DEFINE_string("checkpoint_dir", None, "The run's --checkpoint_dir.", requi
 flags.DEFINE_integer("every", 100_000, "Env steps between points of the curve.", lower_bound=1)
 flags.DEFINE_integer("window", 100, "Episodes in each mean.", lower_bound=1)
 flags.DEFINE_string("json", None, "Write the curve here.")
+flags.DEFINE_string("plot", None, "Draw the run's episodes to this image (.png, .svg or .pdf).")
 flags.DEFINE_string("label", "", "What the run was (the command), stored with the curve.")
 FLAGS = flags.FLAGS
 
@@ -66,6 +69,9 @@ def main(argv):
     if FLAGS.json:
         with open(FLAGS.json, "w") as f:
             json.dump(summary, f, indent=1)
+    if FLAGS.plot:
+        keras_a3c.plot_history(types.SimpleNamespace(episodes=log), FLAGS.plot, window=FLAGS.window)
+        print(f"wrote the curve to {FLAGS.plot}")
 
 
 if __name__ == "__main__":

@@ -159,3 +159,23 @@ def test_cartpole_memory_smoke_run_and_report(tmp_path):
         assert run["seconds"] > 0 and len(run["returns"]) == 2 and np.isfinite(run["eval_mean"])
     for system in systems:
         assert f"| {system} | " in proc.stdout
+
+
+def test_learning_curve_of_a_checkpointed_run(tmp_path):
+    env = keras_a3c.envs.env_spaces("CartPole-v1")
+    agent = keras_a3c.A3C(keras_a3c.actor_critic_mlp(*env, hidden_units=(8,)))
+    agent.compile("adam")
+    agent.fit("CartPole-v1", total_steps=4000, workers=2, envs_per_worker=2, verbose=0,
+              callbacks=[keras_a3c.Checkpoint(tmp_path / "run")])
+    episodes = agent.history.episodes
+    out, curve = tmp_path / "curve.json", tmp_path / "curve.png"
+    proc = run_script("learning_curve", f"--checkpoint_dir={tmp_path / 'run'}", "--every=1000", "--window=10",
+                      f"--json={out}", f"--plot={curve}")
+    assert f"wrote the curve to {curve}" in proc.stdout
+    assert curve.read_bytes().startswith(b"\x89PNG")
+    result = json.loads(out.read_text())
+    assert result["env_steps"] == agent.env_steps and result["episodes"] == len(episodes["return"])
+    first = result["curve"][0]
+    ended = episodes["env_steps"] <= 1000
+    assert first["env_steps"] == 1000 and first["episodes"] == ended.sum()
+    assert first["mean_return"] == pytest.approx(np.mean(episodes["return"][ended][-10:]))
