@@ -159,6 +159,11 @@ def test_stop_on_mean_return_with_a_greedy_check_stops_when_the_greedy_policy_re
     assert history.history["env_steps"][-1] < 1_000_000
     with pytest.raises(ValueError, match="eval_episodes"):
         keras_a3c.StopOnMeanReturn(target=1.0, eval_env=IdentityEnv, eval_episodes=0)
+    five_actions = IdentityEnv()
+    five_actions.action_space = gym.spaces.Discrete(5)
+    with pytest.raises(ValueError, match="Discrete\\(5\\)"):
+        agent.fit(IdentityEnv, total_steps=1000, workers=1, verbose=0,
+                  callbacks=[keras_a3c.StopOnMeanReturn(1.0, eval_env=lambda: five_actions)])
 
 
 def test_identity_env_learns_within_seconds():
