@@ -130,9 +130,8 @@ def costs(spec: dict) -> dict:
     if spec["preset"] == "atari":  # examples/atari_env.py registers AtariA3C/<Game>-v5
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
         import atari_env  # noqa: F401
-    observation_space, action_space = keras_a3c.envs.env_spaces(preset.env)
     agent = preset.make_agent()
-    agent._use_action_space(action_space)
+    observation_space, action_space = agent.check_env(preset.env)
     agent.optimizer.build(agent.network.trainable_variables)
     apply = agent.learner.compile_apply()
     size = sum(int(np.prod(v.shape)) for v in agent.network.trainable_variables)

@@ -176,9 +176,7 @@ class A3C(keras.Model):
         if backend is not None and backend.actors > workers:
             raise ValueError(f"{backend.actors} Ray actors need at least as many workers, got workers={workers}")
         with ctrl_c_as_flag() as ctrl_c:  # from here on Ctrl-C stops the run once its workers are joined
-            spaces = env_spaces(env)
-            check_network(self.network, *spaces)
-            self._use_action_space(spaces[1])
+            spaces = self.check_env(env)
             if seed is None:
                 seed = int(self.rng.integers(2**31))
             else:
@@ -234,9 +232,7 @@ class A3C(keras.Model):
     ) -> tuple[float, float]:
         """Mean and standard deviation of the return over `episodes` episodes of the greedy
         (`deterministic`) or sampling policy; see `keras_a3c.evaluation.evaluate_policy`."""
-        observation_space, action_space = env_spaces(env)
-        check_network(self.network, observation_space, action_space)
-        self._use_action_space(action_space)
+        _, action_space = self.check_env(env)
         policy = policy_function(self.network, action_space, deterministic, np.random.default_rng(seed))
         initial_state = self.initial_state if state_sizes(self.network) else None
         returns = evaluate_policy(policy, env, episodes, num_envs, seed, initial_state)
@@ -310,14 +306,19 @@ class A3C(keras.Model):
         (`format="onnx"`, needs tf2onnx); see `keras_a3c.export` for the signatures."""
         export_policy(self.network, path, self.action_space, format)
 
-    def _use_action_space(self, action_space: gym.Space) -> None:
-        """Adopt the env's action space, or reject an env whose action space is not the agent's."""
+    def check_env(self, env: EnvSpec) -> tuple[gym.Space, gym.Space]:
+        """The (observation, action) spaces of `env`, once the network is checked to take them (`check_network`);
+        the agent adopts the env's action space, or rejects an env whose action space is not the agent's.
+        `fit` and `evaluate` call it first."""
+        observation_space, action_space = env_spaces(env)
+        check_network(self.network, observation_space, action_space)
         if self.action_space is None:
             self.action_space = action_space
         elif self.action_space != action_space:
             raise ValueError(
                 f"the env's action space {action_space} differs from the agent's action space {self.action_space}"
             )
+        return observation_space, action_space
 
     def _require_action_space(self) -> gym.Space:
         if self.action_space is None:

@@ -13,9 +13,8 @@ import time
 import keras
 
 from keras_a3c import saving
-from keras_a3c.envs import EnvSpec, env_spaces
+from keras_a3c.envs import EnvSpec
 from keras_a3c.files import staging_prefix
-from keras_a3c.networks import check_network
 
 _SHOWN = ("episode_return", "entropy", "steps_per_second")
 
@@ -58,14 +57,8 @@ class StopOnMeanReturn(keras.callbacks.Callback):
         self._check_at = min_episodes  # finished episodes before the next look at the mean
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        if self.eval_env is None:
-            return
-        # An eval_env the agent cannot play fails now, not at the first check minutes later.
-        observation_space, action_space = env_spaces(self.eval_env)
-        check_network(self.model.network, observation_space, action_space)
-        if action_space != self.model.action_space:
-            raise ValueError(f"eval_env's action space {action_space} differs from the agent's action space "
-                             f"{self.model.action_space}")
+        if self.eval_env is not None:  # an eval_env the agent cannot play fails now, not at the first check
+            self.model.check_env(self.eval_env)
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if self.stopped_at is not None:

@@ -274,8 +274,12 @@ def test_a_node_removed_mid_run_is_survived(cluster, caplog, monkeypatch):
     agent = make_agent()
     trainers = []
     init = RayTrainer.__init__
-    monkeypatch.setattr(RayTrainer, "__init__", lambda self, *args, **kwargs: (trainers.append(self),
-                                                                                 init(self, *args, **kwargs))[1])
+
+    def recording_init(self, *args, **kwargs):
+        trainers.append(self)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(RayTrainer, "__init__", recording_init)
     # With one of the head node's two CPUs held, at least one of the two 1-CPU actors runs on the worker node
     # (SPREAD scheduling is only a preference).
     wait_for_free_cpus(4)
