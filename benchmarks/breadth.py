@@ -36,6 +36,7 @@ from common import (  # noqa: E402
     require_sb3,
     run_specs,
     sb3_a2c_zoo,
+    sb3_learn,
     stats,
 )
 
@@ -88,7 +89,7 @@ def run_sb3(spec: dict) -> tuple[dict, object]:
     if normalize:
         env = VecNormalize(env, gamma=kwargs.get("gamma", 0.99))
     model = stable_baselines3.A2C("MlpPolicy", env, seed=spec["seed"], device="cpu", verbose=0, **kwargs)
-    model.learn(total_timesteps=spec["steps"])
+    sb3_learn(model, total_timesteps=spec["steps"])
     seconds = time.perf_counter() - start
     # Peak RSS before the evaluation imports keras_a3c (and so TensorFlow).
     run = {"seconds": seconds, "env_steps": int(model.num_timesteps), "torch_threads": torch.get_num_threads(),

@@ -36,7 +36,7 @@ sys.path.append(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "
 import memory_env  # noqa: E402  (registers CartPoleNoVelocity-v1)
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from common import EVAL_SEED, fmt, read_runs, report_or_child, run_specs, solve_point, stats  # noqa: E402
+from common import EVAL_SEED, fmt, read_runs, report_or_child, run_specs, sb3_learn, solve_point, stats  # noqa: E402
 
 SYSTEMS = ("keras_a3c_lstm", "keras_a3c_lstm_compiled_acting", "keras_a3c_feedforward", "sb3_recurrent_ppo")
 BAR = 475.0
@@ -123,7 +123,7 @@ def run_sb3_recurrent_ppo(spec: dict) -> dict:
         learning_rate=linear(1e-3), clip_range=linear(0.2), seed=spec["seed"], device="cpu", verbose=0,
         policy_kwargs={"ortho_init": False, "activation_fn": torch.nn.ReLU, "lstm_hidden_size": 64,
                        "enable_critic_lstm": True, "net_arch": {"pi": [64], "vf": [64]}})
-    model.learn(total_timesteps=spec["sb3_steps"], callback=Episodes())
+    sb3_learn(model, total_timesteps=spec["sb3_steps"], callback=Episodes())
     seconds = time.perf_counter() - start
     env.training = False
     point = solve_point(log["time"], log["env_steps"], log["return"], BAR)

@@ -42,6 +42,7 @@ from common import (  # noqa: E402
     run_if_child,
     run_result,
     sb3_episode_log,
+    sb3_learn,
     stats,
     stop_at_seconds,
     zoo_linear,
@@ -122,7 +123,7 @@ def run_sb3(name: str, seed: int, max_seconds: float, max_steps: int) -> dict:
     log = sb3_episode_log(start, max_seconds, SOLVED_AT)
     env = make_vec_env(ENV_ID, n_envs=n_envs, seed=seed)
     model = getattr(stable_baselines3, algorithm)("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
-    model.learn(total_timesteps=max_steps, callback=log)
+    sb3_learn(model, total_timesteps=max_steps, callback=log)
     seconds = time.perf_counter() - start
     return run_result(log.times, log.steps, log.returns, model.num_timesteps, seconds,
                       torch_threads=torch.get_num_threads())

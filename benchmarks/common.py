@@ -187,6 +187,15 @@ def stop_at_seconds(max_seconds: float):
     return StopAtCap()
 
 
+def sb3_learn(model, **learn_kwargs):
+    """`model.learn(**learn_kwargs)` with a logger that writes nothing: SB3's default logger makes an empty
+    `SB3-<date>` directory in the temp directory on every `learn`, even with `verbose=0`."""
+    from stable_baselines3.common.logger import Logger
+
+    model.set_logger(Logger(None, []))
+    return model.learn(**learn_kwargs)
+
+
 def sb3_episode_log(start: float, max_seconds: float, target: float | None = None):
     """A Stable-Baselines3 callback that logs each finished training episode (`times` in seconds since
     `start`, `steps`, `returns`; `learn_start` is when `learn` began) and stops learning once the mean of the

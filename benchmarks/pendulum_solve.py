@@ -51,6 +51,7 @@ from common import (  # noqa: E402
     run_if_child,
     run_result,
     sb3_a2c_zoo,
+    sb3_learn,
     stats,
     stop_at_seconds,
 )
@@ -178,7 +179,7 @@ def run_sb3(spec: dict) -> dict:
     n_envs, _, kwargs = sb3_a2c_zoo(ENV_ID)  # the zoo normalises Pendulum
     env = VecNormalize(make_vec_env(ENV_ID, n_envs=n_envs, seed=seed), gamma=kwargs["gamma"])
     model = stable_baselines3.A2C("MlpPolicy", env, seed=seed, device="cpu", verbose=0, **kwargs)
-    model.learn(total_timesteps=max_steps, callback=EpisodeLog())
+    sb3_learn(model, total_timesteps=max_steps, callback=EpisodeLog())
     seconds = time.perf_counter() - start
 
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the evaluation imports TF

@@ -40,6 +40,7 @@ from common import (  # noqa: E402
     run_result,
     run_specs,
     sb3_episode_log,
+    sb3_learn,
     stop_at_seconds,
 )
 
@@ -112,7 +113,7 @@ def run_sb3(spec: dict) -> dict:
     env = make_vec_env(TASKS[spec["task"]][0], n_envs=16, seed=spec["seed"])
     model = stable_baselines3.A2C(policy, env, ent_coef=0.01, vf_coef=0.25, policy_kwargs=policy_kwargs,
                                   seed=spec["seed"], device="cpu", verbose=0)
-    model.learn(total_timesteps=10**9, callback=log)
+    sb3_learn(model, total_timesteps=10**9, callback=log)
     end = time.perf_counter()
     seconds, learning_seconds = end - start, end - log.learn_start
     return run_result(log.times, log.steps, log.returns, model.num_timesteps, seconds,

@@ -32,9 +32,9 @@ def test_solved_when_the_mean_of_the_last_100_returns_first_reaches_475():
     assert bench.solve_point(times[:50], steps[:50], np.full(50, 500.0)) is None  # fewer than 100 episodes
 
 
-def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+def run_script(name: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "benchmarks", f"{name}.py"), *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+                          capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr
     return proc
 
@@ -88,11 +88,14 @@ def test_sweep_smoke_run_and_report(tmp_path):
 
 
 def test_breadth_smoke_run_and_report(tmp_path):
-    """keras_a3c's defaults and, where Stable-Baselines3 is installed (CI installs it), its A2C peer."""
-    out = tmp_path / "breadth.jsonl"
+    """keras_a3c's defaults and, where Stable-Baselines3 is installed (CI installs it), its A2C peer, which
+    leaves nothing in the temp directory (SB3's default logger makes an SB3-<date> directory there)."""
+    out, scratch = tmp_path / "breadth.jsonl", tmp_path / "tmp"
+    scratch.mkdir()
     systems = ["keras_a3c"] + (["sb3_a2c"] if importlib.util.find_spec("stable_baselines3") else [])
     proc = run_script("breadth", "--envs=CartPole-v1", f"--systems={','.join(systems)}", "--steps=2000",
-                      "--eval_episodes=2", f"--json={out}")
+                      "--eval_episodes=2", f"--json={out}", env={**os.environ, "TMPDIR": str(scratch)})
+    assert not list(scratch.glob("SB3-*"))
     runs = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["env"], r["system"]) for r in runs] == [("CartPole-v1", s) for s in systems]
     for run in runs:
