@@ -23,8 +23,6 @@ from keras_a3c.observations import ObservationCodec
 from keras_a3c.ray_backend import RayBackend, RayTrainer
 
 ray = pytest.importorskip("ray")
-# With pytest-xdist (the README's test command), one worker runs every Ray test: one cluster at a time.
-pytestmark = pytest.mark.xdist_group("ray")
 
 # Registered in this process only: the actors get the registration from the learner.
 gym.register("RayTestIdentity-v0", entry_point=IdentityEnv)
@@ -65,9 +63,7 @@ def actor_processes() -> list[int]:
     return found
 
 
-def no_actor_processes(timeout: float = 30.0) -> bool:
-    """Whether every actor process has exited within `timeout` s (a Ray worker that loaded TensorFlow can take
-    10 s and more to exit when the tests share the two cores with another test process)."""
+def no_actor_processes(timeout: float = 10.0) -> bool:
     deadline = time.perf_counter() + timeout
     while actor_processes():
         if time.perf_counter() > deadline:
