@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import traceback
 import uuid
 import warnings
 from typing import Any
@@ -29,6 +30,13 @@ from keras_a3c.training_state import TrainingState
 
 # How often a waiting `exchange` looks for a worker's failure.
 POLL_SECONDS = 0.05
+
+
+class ActorBuildError(RuntimeError):
+    """Building an `ActorLearner` failed; the message names the failure and holds its traceback. Raised by
+    the actor's first `exchange` rather than by `__init__`: Ray leaves an actor whose creation task raised to
+    exit on its own, through Python's finalization of TensorFlow (~2 s on an idle machine, ~1 min with both
+    cores busy), while a live actor ends at once when the learner kills it."""
 
 
 @dataclasses.dataclass
@@ -138,6 +146,14 @@ class ActorLearner:
     with the first `exchange`."""
 
     def __init__(self, spec: ActorSpec):
+        self.build_error: str | None = None
+        try:
+            self._build(spec)
+        except Exception as error:  # reported by `exchange`: see ActorBuildError
+            self.build_error = (f"{type(error).__name__}: {error}\n\nThe actor's traceback:\n"
+                                + "".join(traceback.format_exception(error)))
+
+    def _build(self, spec: ActorSpec) -> None:
         import keras
         import tensorflow as tf
         from threadpoolctl import threadpool_limits
@@ -157,13 +173,16 @@ class ActorLearner:
         self._blas = threadpool_limits(limits=spec.threads, user_api="blas")
         if isinstance(spec.env, str) and spec.env not in gym.registry and spec.registration is not None:
             gym.registry[spec.env] = spec.registration
+        # The envs first: an env that cannot be made here fails the fit before any TensorFlow tracing.
+        batch = spec.envs_per_worker
+        spaces = (spec.observation_space, spec.action_space)
+        envs = [make_vector_env(spec.env, batch, spaces) for _ in spec.worker_ids]
         network = keras.saving.deserialize_keras_object(spec.network)
         network.set_weights(spec.weights)
         self.network = network
         config = A3CConfig.from_dict(spec.config)
         sampler = ActionSampler(spec.action_space)
         codec = ObservationCodec.for_space(spec.observation_space, network)
-        batch = spec.envs_per_worker
         learner = Learner(network, None, config, RunningMeans(UPDATE_LOGS))
         layout = learner.segment_layout(codec, sampler)
         self._learner = learner
@@ -187,14 +206,13 @@ class ActorLearner:
         seed = spec.seed
         if _restarted():  # a replacement of an actor that died: new random streams, not the dead one's again
             seed += int.from_bytes(os.urandom(3), "little") * len(spec.worker_ids) * batch
-        spaces = (spec.observation_space, spec.action_space)
         self.workers = [
-            Worker(worker_id=i, env=make_vector_env(spec.env, batch, spaces),
+            Worker(worker_id=i, env=env,
                    policy=LocalPolicy(forward, tf_params, sampler, codec),
                    train_function=self._train, initial_weights=self.weights, state=self.tally, n_steps=config.n_steps,
                    layout=layout, codec=codec, seed=seed + i * batch, train_lock=None,
                    reward_normalizer=self.normalizer, clip_raw_rewards=config.clip_raw_rewards)
-            for i in spec.worker_ids
+            for i, env in zip(spec.worker_ids, envs, strict=True)
         ]
 
     def exchange(self, weights: np.ndarray, version: int, optimizer_updates: int,
@@ -203,7 +221,9 @@ class ActorLearner:
         optimizer's update count (what a decaying entropy bonus counts) and reward statistics for the workers
         to adopt at their next segment boundary (at once, the first time, and start them);
         return the next message once it holds `segments_per_message` segments. A worker's failure raises
-        here, which ends the fit."""
+        here, which ends the fit, as does a failure to build this actor (`ActorBuildError`)."""
+        if self.build_error is not None:
+            raise ActorBuildError(self.build_error)
         with self.lock:
             self.inbox = (weights, version, optimizer_updates, reward_moments)
             if not self.started:

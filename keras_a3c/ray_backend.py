@@ -28,6 +28,7 @@ import keras
 import numpy as np
 
 from keras_a3c.acting import weights_of
+from keras_a3c.ray_actor import ActorBuildError
 from keras_a3c.trainer import Trainer
 
 if TYPE_CHECKING:
@@ -224,6 +225,9 @@ class RayTrainer(Trainer):
             return
         except ray.exceptions.RayTaskError as error:  # a worker's (or the actor's) own exception
             cause = error.cause if isinstance(error.cause, BaseException) else error
+            if isinstance(cause, ActorBuildError):
+                self._fail(RuntimeError(f"Ray actor {index} could not be built: {cause}"), cause)
+                return
             cause.add_note(f"raised in keras_a3c Ray actor {index}")
             self.state.fail(cause)
             return
