@@ -23,6 +23,8 @@ from keras_a3c.observations import ObservationCodec
 from keras_a3c.ray_backend import RayBackend, RayTrainer
 
 ray = pytest.importorskip("ray")
+# Under pytest-xdist's --dist loadfile (the README's test command) this module's tests run in one process:
+# one cluster at a time, and lingering_actors sees no other test's actors.
 
 # Registered in this process only: the actors get the registration from the learner.
 gym.register("RayTestIdentity-v0", entry_point=IdentityEnv)
@@ -63,13 +65,22 @@ def actor_processes() -> list[int]:
     return found
 
 
-def no_actor_processes(timeout: float = 10.0) -> bool:
+def lingering_actors(timeout: float = 10.0) -> list[str]:
+    """The actor processes still alive after up to `timeout` s, each described (pid, age, state, what it waits
+    in), for the assertion's message."""
     deadline = time.perf_counter() + timeout
-    while actor_processes():
-        if time.perf_counter() > deadline:
-            return False
+    while (pids := actor_processes()) and time.perf_counter() < deadline:
         time.sleep(0.2)
-    return True
+    described = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as stat, open("/proc/uptime") as uptime, open(f"/proc/{pid}/wchan") as wchan:
+                fields = stat.read().rsplit(")", 1)[1].split()
+                age = float(uptime.read().split()[0]) - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+                described.append(f"pid {pid}, {age:.1f} s old, state {fields[0]}, waiting in {wchan.read() or '-'}")
+        except OSError:
+            continue
+    return described
 
 
 # ---------------------------------------------------------------- the update, split across processes
@@ -250,7 +261,7 @@ def test_learns_on_a_cluster_with_the_thread_backends_logs_and_counters(cluster)
     history = agent.fit("RayTestIdentity-v0", total_steps=40_000, workers=2, envs_per_worker=8,
                         steps_per_epoch=10_000, verbose=0, seed=1, callbacks=[processes],
                         backend=RayBackend(actors=2, segments_per_message=1))
-    assert processes.seen == 2  # what no_actor_processes looks for, found while the actors ran
+    assert processes.seen == 2  # what lingering_actors looks for, found while the actors ran
     logs = history.history
     assert {"loss", "entropy", "episode_return", "env_steps", "updates", "policy_lag", "actor_failures",
             "learner_busy"} <= set(logs)
@@ -266,7 +277,7 @@ def test_learns_on_a_cluster_with_the_thread_backends_logs_and_counters(cluster)
     assert len(history.episodes["return"]) == state.episodes > 0
     mean, _ = agent.evaluate(IdentityEnv, episodes=20)
     assert mean >= 9.5  # a uniform policy scores 2.5
-    assert no_actor_processes()
+    assert not lingering_actors()
 
 
 def test_a_node_removed_mid_run_is_survived(cluster, caplog, monkeypatch):
@@ -292,7 +303,7 @@ def test_a_node_removed_mid_run_is_survived(cluster, caplog, monkeypatch):
     assert "died" in caplog.text and "Ray restarts it" in caplog.text
     mean, _ = agent.evaluate(IdentityEnv, episodes=20)
     assert mean >= 9.5
-    assert no_actor_processes()
+    assert not lingering_actors()
     head.add_node(num_cpus=2)  # give the other tests their second node back
     head.wait_for_nodes()
 
@@ -304,7 +315,7 @@ def test_an_env_failing_in_an_actor_raises_from_fit(cluster):
                   backend=RayBackend(actors=1, segments_per_message=2))
     notes = " ".join(getattr(raised.value, "__notes__", []))
     assert "keras_a3c worker" in notes and "Ray actor" in notes
-    assert no_actor_processes()
+    assert not lingering_actors()
 
 
 def test_an_actor_that_cannot_be_built_ends_the_fit_at_once(cluster):
@@ -314,7 +325,7 @@ def test_an_actor_that_cannot_be_built_ends_the_fit_at_once(cluster):
         agent.fit(FailsWhereShipped(), total_steps=10**7, workers=1, envs_per_worker=2, verbose=0,
                   backend=RayBackend(actors=1))
     assert time.perf_counter() - start < 60  # not after stall_seconds (300)
-    assert no_actor_processes()
+    assert not lingering_actors()
 
 
 def test_a_learner_side_failure_stops_every_actor(cluster):
@@ -327,7 +338,7 @@ def test_a_learner_side_failure_stops_every_actor(cluster):
     with pytest.raises(ValueError, match="callback exploded"):
         agent.fit(IdentityEnv, total_steps=10**7, workers=1, envs_per_worker=4, verbose=0, callbacks=[Explode()],
                   backend=RayBackend(actors=1))
-    assert no_actor_processes()
+    assert not lingering_actors()
     assert np.isfinite(agent.training_state.env_steps)
 
 
