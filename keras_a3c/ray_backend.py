@@ -21,18 +21,15 @@ import math
 import os
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gymnasium as gym
 import keras
 import numpy as np
 
 from keras_a3c.acting import weights_of
-from keras_a3c.ray_actor import ActorBuildError
+from keras_a3c.ray_actor import ActorBuildError, ActorLearner, ActorSpec, Message
 from keras_a3c.trainer import Trainer
-
-if TYPE_CHECKING:
-    from keras_a3c.ray_actor import Message
 
 logger = logging.getLogger("keras_a3c")
 
@@ -142,8 +139,6 @@ class RayTrainer(Trainer):
         self.busy = 0.0  # seconds this thread spent taking in and applying messages
 
     def _start_workers(self) -> None:
-        from keras_a3c.ray_actor import ActorLearner, ActorSpec
-
         backend, agent = self.backend, self.agent
         variables = agent.network.trainable_variables
         if not agent.optimizer.built:

@@ -51,15 +51,16 @@ def make_agent() -> keras_a3c.A3C:
     return agent
 
 
-def actor_processes() -> list[int]:
-    """The live processes that run a keras_a3c Ray actor (Ray titles them ray::ActorLearner...)."""
-    found = []
+def actor_processes() -> dict[int, list[str]]:
+    """The live processes that run a keras_a3c Ray actor (Ray titles them ray::ActorLearner...), each with
+    the fields of its /proc/<pid>/stat after the process name (state first, start time at index 19)."""
+    found = {}
     for entry in os.listdir("/proc"):
         try:
             with open(f"/proc/{entry}/cmdline", "rb") as cmdline, open(f"/proc/{entry}/stat") as stat:
-                state = stat.read().rsplit(")", 1)[1].split()[0]
-                if b"ActorLearner" in cmdline.read() and state != "Z":
-                    found.append(int(entry))
+                fields = stat.read().rsplit(")", 1)[1].split()
+                if b"ActorLearner" in cmdline.read() and fields[0] != "Z":
+                    found[int(entry)] = fields
         except (OSError, ValueError, IndexError):
             continue
     return found
@@ -69,17 +70,19 @@ def lingering_actors(timeout: float = 10.0) -> list[str]:
     """The actor processes still alive after up to `timeout` s, each described (pid, age, state, what it waits
     in), for the assertion's message."""
     deadline = time.perf_counter() + timeout
-    while (pids := actor_processes()) and time.perf_counter() < deadline:
+    while (actors := actor_processes()) and time.perf_counter() < deadline:
         time.sleep(0.2)
+    with open("/proc/uptime") as uptime:
+        now = float(uptime.read().split()[0])
     described = []
-    for pid in pids:
+    for pid, fields in actors.items():
         try:
-            with open(f"/proc/{pid}/stat") as stat, open("/proc/uptime") as uptime, open(f"/proc/{pid}/wchan") as wchan:
-                fields = stat.read().rsplit(")", 1)[1].split()
-                age = float(uptime.read().split()[0]) - int(fields[19]) / os.sysconf("SC_CLK_TCK")
-                described.append(f"pid {pid}, {age:.1f} s old, state {fields[0]}, waiting in {wchan.read() or '-'}")
-        except OSError:
+            with open(f"/proc/{pid}/wchan") as wchan:
+                waits = wchan.read() or "-"
+        except OSError:  # exited since
             continue
+        age = now - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        described.append(f"pid {pid}, {age:.1f} s old, state {fields[0]}, waiting in {waits}")
     return described
 
 
