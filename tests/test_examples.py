@@ -8,7 +8,9 @@ import sys
 
 import numpy as np
 import pytest
+from absl import flags
 
+import keras_a3c
 from keras_a3c import saving
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,15 +42,27 @@ def test_cartpole_example_trains_evaluates_and_exports(tmp_path):
     assert curve.read_bytes().startswith(b"\x89PNG")
 
 
+def example_flags() -> flags.FlagValues:
+    """A fresh FlagValues with every flag of the CartPole example (examples/common.py's define_flags), so the
+    examples' validators can be checked without a process each."""
+    spec = importlib.util.spec_from_file_location("examples_common", os.path.join(ROOT, "examples", "common.py"))
+    common = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(common)
+    flag_values = flags.FlagValues()
+    common.define_flags(keras_a3c.presets.CARTPOLE, flag_values)
+    return flag_values
+
+
 def test_cartpole_example_rejects_invalid_flags(tmp_path):
-    out = run_example("--workers=0")
+    out = run_example("--workers=0")  # end to end: the example exits non-zero, naming the flag
     assert out.returncode != 0 and "workers" in out.stderr
-    out = run_example("--gamma=1.5")
-    assert out.returncode != 0 and "gamma" in out.stderr
     existing = tmp_path / "exists"
     existing.mkdir()
-    out = run_example(f"--export_dir={existing}")
-    assert out.returncode != 0 and "export_dir" in out.stderr
+    for bad, named in [("--gamma=1.5", "gamma"), (f"--export_dir={existing}", "export_dir"),
+                       ("--plot=curve.txt", "plot"), ("--resume", "checkpoint_dir"), ("--hidden_units=64,x", "hidden")]:
+        with pytest.raises(flags.IllegalFlagValueError, match=named):
+            example_flags()(["cartpole.py", bad])
+    assert example_flags()(["cartpole.py", "--gamma=0.99", f"--export_dir={tmp_path / 'new'}"])
 
 
 # One interpreter for every example: each defines the same flags in absl's global FLAGS, so those of the example
