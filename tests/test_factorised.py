@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 from envs import MultiBinaryIdentityEnv, MultiDiscreteIdentityEnv
-from served import serve_in_a_fresh_process
+from served import serve_without_keras_a3c
 
 import keras_a3c
 
@@ -37,10 +37,10 @@ def test_a_factorised_policy_learns_every_part_and_serves_its_actions_without_ke
     expected = agent.predict(obs)
     assert expected.shape == (16, *env.action_space.shape)
     agent.export(str(tmp_path / "policy"))
-    np.testing.assert_array_equal(serve_in_a_fresh_process(tmp_path / "policy", {"observations": obs})["actions"],
+    np.testing.assert_array_equal(serve_without_keras_a3c(tmp_path / "policy", {"observations": obs})["actions"],
                                   expected)
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
     agent.export(str(tmp_path / "policy.onnx"), format="onnx")
     np.testing.assert_array_equal(
-        serve_in_a_fresh_process(tmp_path / "policy.onnx", {"observations": obs})["actions"], expected)
+        serve_without_keras_a3c(tmp_path / "policy.onnx", {"observations": obs})["actions"], expected)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from envs import ImageIdentityEnv
-from served import serve_in_a_fresh_process, tflite_interpreter
+from served import serve_without_keras_a3c, tflite_interpreter
 
 import keras_a3c
 from keras_a3c.acting import numpy_forward, weights_of
@@ -59,7 +59,7 @@ def test_a_cnn_learns_from_images_and_its_export_takes_the_env_s_dtype(dtype, tm
     assert spec.dtype == tf.as_dtype(dtype) and tuple(spec.shape) == (None, 10, 10, 2)
     np.testing.assert_array_equal(policy.serve(tf.constant(obs)), expected)
     np.testing.assert_array_equal(policy.serve(tf.constant(obs.astype(np.float32))), expected)
-    result = serve_in_a_fresh_process(tmp_path / "policy", {"observations": obs})
+    result = serve_without_keras_a3c(tmp_path / "policy", {"observations": obs})
     assert result["imported"] == ["tensorflow"]
     np.testing.assert_array_equal(result["actions"], expected)
 
@@ -75,7 +75,7 @@ def test_a_cnn_learns_from_images_and_its_export_takes_the_env_s_dtype(dtype, tm
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
     agent.export(str(tmp_path / "policy.onnx"), format="onnx")
-    result = serve_in_a_fresh_process(tmp_path / "policy.onnx", {"observations": obs})
+    result = serve_without_keras_a3c(tmp_path / "policy.onnx", {"observations": obs})
     assert result["imported"] == []
     np.testing.assert_array_equal(result["actions"], expected)
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from envs import IdentityEnv, InfoMaskedIdentityEnv, MaskedIdentityEnv, ObservationSpaceEnv
-from served import serve_in_a_fresh_process
+from served import serve_without_keras_a3c
 
 import keras_a3c
 from keras_a3c.distributions import Categorical, MultiCategorical, masked_params
@@ -69,11 +69,11 @@ def test_a_masked_task_learns_and_never_takes_an_invalid_action(tmp_path):
                              "action_mask": tf.constant(mask, tf.float32)}, tf.constant(5, tf.int64)).numpy()
     assert mask[np.arange(64), sampled].all()
 
-    np.testing.assert_array_equal(serve_in_a_fresh_process(tmp_path / "policy", obs)["actions"], served)
+    np.testing.assert_array_equal(serve_without_keras_a3c(tmp_path / "policy", obs)["actions"], served)
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
     agent.export(str(tmp_path / "policy.onnx"), format="onnx")
-    np.testing.assert_array_equal(serve_in_a_fresh_process(tmp_path / "policy.onnx", obs)["actions"], served)
+    np.testing.assert_array_equal(serve_without_keras_a3c(tmp_path / "policy.onnx", obs)["actions"], served)
 
 
 def info_masked():

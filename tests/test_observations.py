@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from envs import DictIdentityEnv, TupleIdentityEnv
-from served import serve_in_a_fresh_process
+from served import serve_without_keras_a3c
 
 import keras_a3c
 from keras_a3c.normalization import observation_normalizers
@@ -148,13 +148,13 @@ def test_the_exported_dict_policy_takes_one_named_input_per_entry(tmp_path):
     policy = tf.saved_model.load(str(tmp_path / "policy"))
     served = policy.serve({"target": tf.constant(obs["target"], tf.int32), "noise": tf.constant(obs["noise"])})
     np.testing.assert_array_equal(served, expected)
-    result = serve_in_a_fresh_process(tmp_path / "policy", obs)
+    result = serve_without_keras_a3c(tmp_path / "policy", obs)
     assert result["imported"] == ["tensorflow"] and result["inputs"] == ["noise", "target"]
     np.testing.assert_array_equal(result["actions"], expected)
 
     pytest.importorskip("onnxruntime")
     pytest.importorskip("tf2onnx")
     agent.export(str(tmp_path / "policy.onnx"), format="onnx")
-    result = serve_in_a_fresh_process(tmp_path / "policy.onnx", obs)
+    result = serve_without_keras_a3c(tmp_path / "policy.onnx", obs)
     assert result["imported"] == [] and result["inputs"] == ["noise", "target"]
     np.testing.assert_array_equal(result["actions"], expected)

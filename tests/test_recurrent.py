@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 from envs import CueEnv, IdentityEnv, ImageIdentityEnv
 from recording import record_segments
-from served import serve_in_a_fresh_process, tflite_interpreter
+from served import serve_without_keras_a3c, tflite_interpreter
 
 import keras_a3c
 from keras_a3c.acting import numpy_forward, weights_of
@@ -167,11 +167,11 @@ def test_the_exported_policy_carries_its_state_as_predict_does(tmp_path):
         assert sampled.shape == (3,)
     served = policy.signatures["serve"](observations=tf.constant(obs), state=tf.constant(ours))
     assert set(served) == {"actions", "state"}
-    fresh = serve_in_a_fresh_process(tmp_path / "policy", {"observations": obs, "state": ours})
-    assert fresh["imported"] == ["tensorflow"]
+    result = serve_without_keras_a3c(tmp_path / "policy", {"observations": obs, "state": ours})
+    assert result["imported"] == ["tensorflow"]
     expected, new_state = agent.predict(obs, state=ours)
-    np.testing.assert_array_equal(fresh["actions"], expected)
-    np.testing.assert_allclose(fresh["state"], new_state, atol=1e-5)
+    np.testing.assert_array_equal(result["actions"], expected)
+    np.testing.assert_allclose(result["state"], new_state, atol=1e-5)
     # The greedy policy played through the export scores what the agent's evaluation does.
     exported = keras_a3c.evaluate_policy(lambda o, s: policy.serve(tf.constant(o), tf.constant(s)), CueEnv,
                                          episodes=10, initial_state=lambda n: policy.initial_state(n))
@@ -236,7 +236,7 @@ def test_tflite_and_onnx_exports_carry_the_state_too(tmp_path):
     pytest.importorskip("tf2onnx")
     pytest.importorskip("onnxruntime")
     agent.export(str(tmp_path / "policy.onnx"), format="onnx")
-    fresh = serve_in_a_fresh_process(tmp_path / "policy.onnx", {"observations": obs, "state": state})
-    assert fresh["imported"] == [] and fresh["inputs"] == ["observations", "state"]
-    np.testing.assert_array_equal(fresh["actions"], expected)
-    np.testing.assert_allclose(fresh["state"], new_state, atol=1e-5)
+    result = serve_without_keras_a3c(tmp_path / "policy.onnx", {"observations": obs, "state": state})
+    assert result["imported"] == [] and result["inputs"] == ["observations", "state"]
+    np.testing.assert_array_equal(result["actions"], expected)
+    np.testing.assert_allclose(result["state"], new_state, atol=1e-5)
