@@ -1,5 +1,6 @@
 """The examples end to end with tiny budgets (train, evaluate, export, checkpoint, resume), and their flagfiles."""
 
+import functools
 import importlib.util
 import json
 import os
@@ -42,14 +43,20 @@ def test_cartpole_example_trains_evaluates_and_exports(tmp_path):
     assert curve.read_bytes().startswith(b"\x89PNG")
 
 
-def example_flags() -> flags.FlagValues:
-    """A fresh FlagValues with every flag of the CartPole example (examples/common.py's define_flags), so the
-    examples' validators can be checked without a process each."""
+@functools.cache
+def examples_common():
+    """examples/common.py, loaded once under a name of its own (benchmarks/ has a `common` module too)."""
     spec = importlib.util.spec_from_file_location("examples_common", os.path.join(ROOT, "examples", "common.py"))
     common = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(common)
+    return common
+
+
+def example_flags() -> flags.FlagValues:
+    """A fresh FlagValues with every flag of the CartPole example (examples/common.py's define_flags), so the
+    examples' validators can be checked without a process each."""
     flag_values = flags.FlagValues()
-    common.define_flags(keras_a3c.presets.CARTPOLE, flag_values)
+    examples_common().define_flags(keras_a3c.presets.CARTPOLE, flag_values)
     return flag_values
 
 
@@ -74,11 +81,13 @@ import keras_a3c
 FLAGS = flags.FLAGS
 absl_own = set(FLAGS)
 failures = []
-for example, flagfile, name in json.loads(sys.argv[1]):
+cases = json.loads(sys.argv[1])
+for directory in {os.path.dirname(example) for example, _, _ in cases}:
+    sys.path.insert(0, directory)  # as `python examples/<name>.py` would
+for example, flagfile, name in cases:
     for flag in set(FLAGS) - absl_own:
         delattr(FLAGS, flag)
     sys.modules.pop("common", None)
-    sys.path.insert(0, os.path.dirname(example))  # as `python examples/<name>.py` would
     spec = importlib.util.spec_from_file_location("example_" + name, example)
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
     preset = keras_a3c.presets.get(name).flags()
